@@ -1,0 +1,98 @@
+"""Read Hugging Face-format checkpoint directories (config.json + safetensors, single file or sharded).
+
+Weights are read lazily per tensor, so the decoder half of an encoder-decoder checkpoint is never loaded.
+Every parameter of the target cell must be found with the right shape, or loading fails naming what is wrong.
+"""
+import json
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+from mindspore import Tensor, nn
+from safetensors import safe_open
+
+SINGLE_FILE = "model.safetensors"
+INDEX_FILE = "model.safetensors.index.json"
+
+
+def checkpoint_dir(path) -> Path:
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"text encoder checkpoint directory {str(path)!r} does not exist")
+    return path
+
+
+def read_config(path) -> dict:
+    """config.json of a checkpoint directory as a dict."""
+    file = checkpoint_dir(path) / "config.json"
+    if not file.is_file():
+        raise FileNotFoundError(f"{file}: missing (a Hugging Face-format checkpoint directory needs config.json)")
+    try:
+        return json.loads(file.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{file}: not valid JSON ({e})") from e
+
+
+def weight_files(path) -> dict:
+    """Map each tensor name to the safetensors file holding it."""
+    path = checkpoint_dir(path)
+    if (path / SINGLE_FILE).is_file():
+        with safe_open(path / SINGLE_FILE, framework="np") as f:
+            return {name: path / SINGLE_FILE for name in f.keys()}
+    if (path / INDEX_FILE).is_file():
+        index = json.loads((path / INDEX_FILE).read_text())
+        return {name: path / shard for name, shard in index["weight_map"].items()}
+    raise FileNotFoundError(
+        f"{path}: no {SINGLE_FILE} or {INDEX_FILE} (only safetensors checkpoints are read; "
+        "convert pytorch_model.bin with transformers' save_pretrained(safe_serialization=True))"
+    )
+
+
+def load_weights(
+    cell: nn.Cell,
+    path,
+    rename: Callable[[str], Optional[str]],
+    adapt: Optional[Callable[[str, np.ndarray, tuple], np.ndarray]] = None,
+) -> None:
+    """Copy checkpoint tensors into `cell`'s parameters.
+
+    rename: checkpoint name -> parameter name, or None for tensors this model does not use.
+    adapt: optional (parameter name, array, target shape) -> array, for deliberate resizes (CLIP positions).
+    """
+    params = dict(cell.parameters_and_names())
+    sources = {}
+    for ckpt_name, file in weight_files(path).items():
+        name = rename(ckpt_name)
+        if name is not None:
+            sources.setdefault(name, (ckpt_name, file))  # tied copies (T5's shared / embed_tokens) are equal
+    missing = sorted(set(params) - set(sources))
+    if missing:
+        raise ValueError(f"{path}: checkpoint lacks weights for {missing[:8]}{' ...' if len(missing) > 8 else ''}")
+    unexpected = sorted(set(sources) - set(params))
+    if unexpected:
+        raise ValueError(f"{path}: checkpoint has weights this model does not define: {unexpected[:8]}")
+    for name, param in params.items():
+        ckpt_name, file = sources[name]
+        with safe_open(file, framework="np") as f:
+            array = f.get_tensor(ckpt_name)
+        if adapt is not None:
+            array = adapt(name, array, tuple(param.shape))
+        if tuple(array.shape) != tuple(param.shape):
+            raise ValueError(
+                f"{file}: {ckpt_name} has shape {tuple(array.shape)}, the model expects {tuple(param.shape)} "
+                "(does config.json match the weights?)"
+            )
+        param.set_data(Tensor(array.astype(np.float32)).astype(param.dtype))
+
+
+def interpolate_positions(table: np.ndarray, length: int) -> np.ndarray:
+    """Linearly resample a (N, C) position table to (length, C), keeping both end rows (align-corners).
+
+    New position j reads old position j * (N - 1) / (length - 1), blending its two neighbours.
+    """
+    n = table.shape[0]
+    src = np.arange(length, dtype=np.float64) * (n - 1) / max(length - 1, 1)
+    lo = np.minimum(np.floor(src).astype(np.int64), n - 1)
+    hi = np.minimum(lo + 1, n - 1)
+    w = (src - lo)[:, None]
+    return ((1.0 - w) * table[lo] + w * table[hi]).astype(table.dtype)
