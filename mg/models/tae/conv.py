@@ -1,0 +1,142 @@
+"""Convolutions for the TAE, with the implementation chosen by device in one place.
+
+MindSpore's CPU kernels for k>1 convolutions run at ~1 GFLOP/s while matmul runs two orders of magnitude faster, so on
+CPU a convolution is computed as im2col (strided slices of the padded input stacked along a tap axis) followed by ONE
+matmul. On Ascend the fused `ops.conv3d` kernel is used. Both take the standard weight layout (out, in, kt, kh, kw),
+so checkpoints are interchangeable; autodiff of slice/stack/matmul gives the gradients.
+"""
+import math
+
+import mindspore as ms
+import numpy as np
+from mindspore import Parameter, Tensor, mint, nn, ops
+from mindspore.common.initializer import HeUniform, Uniform, initializer
+
+
+def _conv3d_fused(x, weight, bias, stride, padding):
+    x = _pad(x, padding)
+    out = ops.conv3d(x, weight, stride=stride, pad_mode="valid")
+    if bias is not None:
+        out = out + bias.reshape(1, -1, 1, 1, 1)
+    return out
+
+
+def _conv3d_matmul(x, weight, bias, stride, padding):
+    x = _pad(x, padding)
+    b, c, t, h, w = x.shape
+    o, _, kt, kh, kw = weight.shape
+    st, sh, sw = stride
+    to, ho, wo = (t - kt) // st + 1, (h - kh) // sh + 1, (w - kw) // sw + 1
+    if kt * kh * kw == 1 and stride == (1, 1, 1):
+        cols = x.reshape(b, c, t * h * w)
+    else:
+        taps = [x]
+        for axis, (k, s, n) in enumerate(((kt, st, to), (kh, sh, ho), (kw, sw, wo)), start=2):
+            taps = [tap for part in taps for tap in _taps_along(part, axis, k, s, n)]
+        # (B, C, K, ...) flattens as c * K + k, the order of weight.reshape(O, C * K)
+        cols = ops.stack(taps, axis=2).reshape(b, c * kt * kh * kw, to * ho * wo)
+    w2 = weight.reshape(o, -1)
+    if b == 1:  # a plain 2-D matmul is faster than the broadcast batched form
+        out = mint.matmul(w2, cols[0]).reshape(1, o, to, ho, wo)
+    else:
+        out = mint.matmul(w2, cols).reshape(b, o, to, ho, wo)
+    if bias is not None:
+        out = out + bias.reshape(1, -1, 1, 1, 1)
+    return out
+
+
+def _taps_along(x, axis, k, s, n):
+    """The k shifted views x[i + s * m] (m < n) along `axis`.
+
+    A stride goes through a (length / s, s) reshape and a phase select instead of a strided slice, whose gradient
+    (StridedSliceGrad) fails on CPU in MindSpore 2.10.
+    """
+    if s == 1:
+        return [_narrow(x, axis, i, n) for i in range(k)]
+    length = x.shape[axis]
+    extra = -length % s
+    if extra:
+        pads = [0] * (2 * x.ndim)
+        pads[2 * (x.ndim - 1 - axis) + 1] = extra
+        x = ops.pad(x, tuple(pads))
+    x = x.reshape(x.shape[:axis] + ((length + extra) // s, s) + x.shape[axis + 1:])
+    phases = [x[(slice(None),) * (axis + 1) + (r,)] for r in range(s)]
+    return [_narrow(phases[i % s], axis, i // s, n) for i in range(k)]
+
+
+def _narrow(x, axis, start, length):
+    return x[(slice(None),) * axis + (slice(start, start + length),)]
+
+
+def _pad(x, padding):
+    """Zero-pad (t0, t1, h0, h1, w0, w1) on the last three axes."""
+    if not any(padding):
+        return x
+    t0, t1, h0, h1, w0, w1 = padding
+    return ops.pad(x, (w0, w1, h0, h1, t0, t1))
+
+
+def select_conv3d(device=None):
+    """The convolution implementation for `device` (default: the current MindSpore device target)."""
+    device = device or ms.get_context("device_target")
+    return _conv3d_fused if device == "Ascend" else _conv3d_matmul
+
+
+def conv3d(x, weight, bias=None, stride=(1, 1, 1), padding=(0, 0, 0, 0, 0, 0)):
+    """3-D convolution of x (B, C, T, H, W) with weight (O, C, kt, kh, kw); padding is explicit zeros per side."""
+    return select_conv3d()(x, weight, bias, tuple(stride), tuple(padding))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Cells
+# ---------------------------------------------------------------------------------------------------------------------
+class Conv3d(nn.Cell):
+    """Convolution with explicit per-side zero padding; weight layout (out, in, kt, kh, kw); PyTorch default init."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=(1, 1, 1), padding=(0, 0, 0, 0, 0, 0),
+                 bias=True):
+        super().__init__()
+        self.stride = tuple(stride)
+        self.padding = tuple(padding)
+        shape = (out_channels, in_channels, *kernel_size)
+        self.weight = Parameter(initializer(HeUniform(negative_slope=math.sqrt(5)), shape, ms.float32))
+        fan_in = in_channels * int(np.prod(kernel_size))
+        bound = 1 / math.sqrt(fan_in)
+        self.bias = Parameter(initializer(Uniform(bound), (out_channels,), ms.float32)) if bias else None
+
+    def construct(self, x):
+        return conv3d(x, self.weight, self.bias, self.stride, self.padding)
+
+
+class SpatialConv(Conv3d):
+    """A 2-D convolution applied to every frame: kernel (1, k, k), zero padding, spatial stride only."""
+
+    def __init__(self, in_channels, out_channels, kernel_size=3, stride=1, padding=None):
+        if padding is None:
+            padding = (kernel_size // 2,) * 4
+        super().__init__(in_channels, out_channels, (1, kernel_size, kernel_size), (1, stride, stride),
+                         (0, 0, *padding))
+
+
+class TemporalConv(nn.Cell):
+    """A 1-D convolution over time at every pixel: kernel (k, 1, 1), symmetric replicate padding, identity init.
+
+    At initialisation the output equals the input (stride 1) or the input's even frames (stride 2), so image
+    weights inflated into a video model keep producing the image model's frames on a static video.
+    """
+
+    def __init__(self, channels, kernel_size=3, stride=1, out_channels=None):
+        super().__init__()
+        out_channels = out_channels or channels
+        self.pad = kernel_size // 2
+        self.conv = Conv3d(channels, out_channels, (kernel_size, 1, 1), (stride, 1, 1))
+        weight = np.zeros((out_channels, channels, kernel_size, 1, 1), np.float32)
+        weight[np.arange(min(channels, out_channels)), np.arange(min(channels, out_channels)), kernel_size // 2] = 1
+        self.conv.weight.set_data(Tensor(weight))
+        self.conv.bias.set_data(Tensor(np.zeros(out_channels, np.float32)))
+
+    def construct(self, x):
+        if self.pad:
+            p = self.pad
+            x = mint.cat([x[:, :, :1]] * p + [x] + [x[:, :, -1:]] * p, dim=2)
+        return self.conv(x)
