@@ -41,16 +41,16 @@ class CheckpointError(RuntimeError):
 # ----------------------------------------------------------------------------------------------------------------------
 # Model parameters <-> arrays
 # ----------------------------------------------------------------------------------------------------------------------
-def _to_numpy(tensor: ms.Tensor) -> np.ndarray:
-    # numpy has no bfloat16: such parameters are stored as float32 and cast back on load.
+def tensor_to_numpy(tensor: ms.Tensor) -> np.ndarray:
+    """A NumPy copy of ``tensor``; bfloat16 (which NumPy lacks) comes back as float32."""
     if tensor.dtype == ms.bfloat16:
         tensor = tensor.astype(ms.float32)
-    return tensor.asnumpy()
+    return tensor.asnumpy().copy()  # asnumpy() can share memory with the tensor
 
 
 def state_dict(cell: ms.nn.Cell) -> dict[str, np.ndarray]:
     """Return every parameter of ``cell`` as ``{parameter name: np.ndarray copy}`` (bfloat16 becomes float32)."""
-    return {param.name: _to_numpy(param) for param in cell.get_parameters()}
+    return {param.name: tensor_to_numpy(param) for param in cell.get_parameters()}
 
 
 class LoadResult(NamedTuple):

@@ -199,3 +199,13 @@ def test_rng_state_round_trip_through_json():
     assert __import__("random").random() == expected[2]
     with pytest.raises(CheckpointError, match="'other'"):
         set_rng_state(state, {"other": gen2})
+
+
+def test_state_dict_is_a_snapshot_not_a_view():
+    net = TinyNet()
+    tensors = state_dict(net)
+    before = tensors["proj.weight"].copy()
+    tensors["proj.weight"][0, 0] = 123.0  # writing into the snapshot must not touch the model...
+    assert net.proj.weight.asnumpy()[0, 0] == before[0, 0]
+    net.proj.weight.set_data(ms.Tensor(np.zeros((4, 3), np.float32)))  # ...nor the model the snapshot
+    assert tensors["proj.weight"][0, 1] == before[0, 1]

@@ -1,0 +1,91 @@
+"""EMA arithmetic against NumPy, swapping EMA weights in and out, state round trip."""
+import mindspore as ms
+import numpy as np
+import pytest
+
+from mg.training.checkpoint import CheckpointError
+from mg.training.ema import EMA
+
+
+def _params(rng):
+    return [ms.Parameter(ms.Tensor(rng.standard_normal((3, 4)).astype(np.float32)), name="w"),
+            ms.Parameter(ms.Tensor(rng.standard_normal(4).astype(np.float32)), name="b")]
+
+
+def _numpy_ema(history, decay, warmup):
+    """Reference: shadow starts at the first value; update k (k=0,1,..) uses min(decay, (1+k)/(10+k)) if warmup."""
+    shadow = history[0].astype(np.float64)
+    for k, value in enumerate(history[1:]):
+        d = min(decay, (1 + k) / (10 + k)) if warmup else decay
+        shadow = d * shadow + (1 - d) * value
+    return shadow
+
+
+@pytest.mark.parametrize("warmup", [False, True])
+def test_update_matches_numpy(warmup):
+    rng = np.random.default_rng(0)
+    params = _params(rng)
+    ema = EMA(params, decay=0.9, warmup=warmup)
+    history = {p.name: [p.asnumpy().copy()] for p in params}
+    for _ in range(5):
+        for p in params:
+            p.set_data(ms.Tensor(rng.standard_normal(p.shape).astype(np.float32)))
+            history[p.name].append(p.asnumpy().copy())
+        ema.update()
+    state = ema.state_dict()
+    for p in params:
+        np.testing.assert_allclose(state[p.name], _numpy_ema(history[p.name], 0.9, warmup), rtol=1e-5, atol=1e-6)
+    assert ema.num_updates == 5
+
+
+def test_swapped_in_uses_shadows_and_restores_even_on_error():
+    rng = np.random.default_rng(1)
+    params = _params(rng)
+    ema = EMA(params, decay=0.5)
+    start = [p.asnumpy().copy() for p in params]
+    for p in params:
+        p.set_data(ms.Tensor(p.asnumpy() + 2.0))
+    ema.update()  # shadow = start + 1
+    trained = [p.asnumpy().copy() for p in params]
+    with pytest.raises(RuntimeError, match="boom"):
+        with ema.swapped_in():
+            for p, s in zip(params, start):
+                np.testing.assert_allclose(p.asnumpy(), s + 1.0, rtol=1e-6)
+            raise RuntimeError("boom")
+    for p, t in zip(params, trained):
+        np.testing.assert_array_equal(p.asnumpy(), t)
+
+    other = _params(np.random.default_rng(7))  # a second model instance with the same layout
+    with ema.swapped_in(other):
+        np.testing.assert_allclose(other[0].asnumpy(), start[0] + 1.0, rtol=1e-6)
+    with pytest.raises(ValueError, match="differ"):
+        with ema.swapped_in(other[:1]):
+            pass
+
+
+def test_bfloat16_params_keep_float32_shadows():
+    value = np.array([1.0, 2.0, 3.0], np.float32)
+    param = ms.Parameter(ms.Tensor(value).astype(ms.bfloat16), name="h")
+    ema = EMA([param], decay=0.75)
+    param.set_data(ms.Tensor(value + 4.0).astype(ms.bfloat16))
+    ema.update()
+    assert ema.shadows[0].dtype == ms.float32
+    np.testing.assert_array_equal(ema.state_dict()["h"], value + 1.0)
+
+
+def test_state_round_trip_and_errors():
+    rng = np.random.default_rng(2)
+    ema = EMA(_params(rng), decay=0.9, warmup=True)
+    ema.update()
+    saved, count = ema.state_dict(), ema.num_updates
+    fresh = EMA(_params(np.random.default_rng(3)), decay=0.9, warmup=True)
+    fresh.load_state_dict(saved, num_updates=count)
+    assert fresh.num_updates == 1 and fresh.current_decay() == pytest.approx(2 / 11)
+    for name, array in fresh.state_dict().items():
+        np.testing.assert_array_equal(array, saved[name])
+    with pytest.raises(CheckpointError, match=r"missing \['b'\]"):
+        fresh.load_state_dict({"w": saved["w"]})
+    with pytest.raises(CheckpointError, match="w: saved"):
+        fresh.load_state_dict({"w": np.zeros((2, 2), np.float32), "b": saved["b"]})
+    with pytest.raises(ValueError, match="decay"):
+        EMA([], decay=1.5)
