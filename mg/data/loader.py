@@ -1,0 +1,78 @@
+"""The data loader: the deterministic batch plan fed through a mindspore.dataset pipeline whose worker processes
+decode, so the training step does not wait on decoding.
+
+Iterating the loader yields one epoch of batches (dicts of NumPy arrays) from where it stands; `state_dict()` /
+`load_state_dict()` carry {"epoch", "batch_index"} so a resumed run continues with the batch that came next.
+"""
+import mindspore.dataset as msd
+
+from mg.data.dataset import VideoDataset
+from mg.data.sampler import BucketBatchSampler
+
+
+class _EpochBatches:
+    """Random-access source for GeneratorDataset: item i is batch `start + i` of one epoch's plan on one rank."""
+
+    def __init__(self, dataset: VideoDataset, batches: list, start: int, seed: int, epoch: int, rank: int):
+        self.dataset, self.batches, self.start = dataset, batches, start
+        self.seed, self.epoch, self.rank = seed, epoch, rank
+
+    def __len__(self):
+        return len(self.batches) - self.start
+
+    def __getitem__(self, i):
+        position = self.start + i
+        indices = self.batches[position]
+        # Every random draw (clip start, eps, text dropout) is keyed by where it happens in the plan.
+        seeds = [[self.seed, self.epoch, self.rank, position, slot] for slot in range(len(indices))]
+        batch = self.dataset.load_batch(indices, seeds)
+        return tuple(batch[name] for name in self.dataset.column_names)
+
+
+class VideoDataLoader:
+    """Bucketed, sharded, resumable batches of a VideoDataset.
+
+    Args:
+        dataset: the dataset to batch.
+        seed: seed of the batch order and of every per-sample random draw.
+        rank: data-parallel rank of this process.
+        world_size: number of data-parallel ranks.
+        num_workers: decoding worker processes (0 or 1: decode in the main process).
+        drop_last: drop incomplete batches instead of completing them with repeated samples.
+    """
+
+    def __init__(self, dataset: VideoDataset, seed: int = 42, rank: int = 0, world_size: int = 1,
+                 num_workers: int = 2, drop_last: bool = False):
+        self.dataset = dataset
+        self.sampler = BucketBatchSampler(dataset.group_ids, dataset.batch_sizes, seed, rank, world_size, drop_last)
+        self.seed, self.rank = seed, rank
+        self.num_workers = num_workers
+        self.epoch, self.batch_index = 0, 0
+
+    def __len__(self) -> int:
+        """Batches per epoch on this rank."""
+        return len(self.sampler)
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "batch_index": self.batch_index}
+
+    def load_state_dict(self, state: dict):
+        if not 0 <= state["batch_index"] <= len(self) or state["epoch"] < 0:
+            raise ValueError(f"loader state {state} is out of range ({len(self)} batches per epoch)")
+        self.epoch, self.batch_index = int(state["epoch"]), int(state["batch_index"])
+
+    def _pipeline(self) -> msd.GeneratorDataset:
+        source = _EpochBatches(self.dataset, self.sampler.batches(self.epoch), self.batch_index, self.seed,
+                               self.epoch, self.rank)
+        parallel = self.num_workers > 1
+        return msd.GeneratorDataset(source, column_names=self.dataset.column_names, shuffle=False,
+                                    num_parallel_workers=max(1, self.num_workers), python_multiprocessing=parallel)
+
+    def __iter__(self):
+        """The rest of the current epoch; afterwards the loader stands at the start of the next epoch."""
+        if self.batch_index >= len(self):
+            self.epoch, self.batch_index = self.epoch + 1, 0
+        for batch in self._pipeline().create_dict_iterator(num_epochs=1, output_numpy=True):
+            self.batch_index += 1
+            yield batch
+        self.epoch, self.batch_index = self.epoch + 1, 0

@@ -1,0 +1,73 @@
+"""The training CSV: one row per video or image, with at least `video` (path) and `caption`.
+
+Optional columns `fps`, `frames`, `height`, `width` describe the source file; where they are missing the file is
+probed when its metadata is needed.
+"""
+import math
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+import pandas as pd
+
+REQUIRED_COLUMNS = ("video", "caption")
+OPTIONAL_COLUMNS = ("fps", "frames", "height", "width")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def is_image(path: str) -> bool:
+    """Images are recognised by extension and are treated as one-frame videos."""
+    return os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS
+
+
+@dataclass
+class Row:
+    """One CSV row. `video` is the path as written in the CSV, `path` the file on disk."""
+
+    video: str
+    path: str
+    caption: str
+    fps: Optional[float] = None
+    frames: Optional[int] = None
+    height: Optional[int] = None
+    width: Optional[int] = None
+
+    @property
+    def is_image(self) -> bool:
+        return is_image(self.video)
+
+
+def _optional_number(value, cast):
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return cast(value)
+
+
+def read_table(csv_path: str, video_folder: str = "") -> list[Row]:
+    """Read the CSV; relative `video` paths are resolved against `video_folder`.
+
+    Raises a ValueError naming the file if a required column is missing or a value cannot be parsed.
+    """
+    if not os.path.isfile(csv_path):
+        raise FileNotFoundError(f"CSV file not found: {csv_path}")
+    frame = pd.read_csv(csv_path, dtype={"video": str, "caption": str}, keep_default_na=False,
+                        na_values={c: [""] for c in OPTIONAL_COLUMNS})
+    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{csv_path}: missing required column(s) {missing}; found columns {list(frame.columns)}")
+    rows = []
+    for line, record in enumerate(frame.to_dict("records"), start=2):  # line 1 is the header
+        if not record["video"]:
+            raise ValueError(f"{csv_path}, line {line}: empty `video` path")
+        try:
+            numbers = {
+                "fps": _optional_number(record.get("fps"), float),
+                "frames": _optional_number(record.get("frames"), int),
+                "height": _optional_number(record.get("height"), int),
+                "width": _optional_number(record.get("width"), int),
+            }
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{csv_path}, line {line}: bad fps/frames/height/width value ({error})") from None
+        path = os.path.join(video_folder, record["video"]) if video_folder else record["video"]
+        rows.append(Row(video=record["video"], path=path, caption=record["caption"], **numbers))
+    return rows
