@@ -24,6 +24,11 @@ def save_t5(out_dir, feed_forward_proj, vocab_size, seed=0):
     return model
 
 
+def position_table(model):
+    """The position embedding Parameter (its path differs between transformers 4 and 5)."""
+    return next(p for n, p in model.named_parameters() if n.endswith("embeddings.position_embedding.weight"))
+
+
 def save_clip_text(out_dir, hidden_act, positions, vocab_size, seed=0):
     torch.manual_seed(seed)
     cfg = transformers.CLIPTextConfig(
@@ -33,7 +38,7 @@ def save_clip_text(out_dir, hidden_act, positions, vocab_size, seed=0):
     )
     model = transformers.CLIPTextModel(cfg).eval()
     with torch.no_grad():  # default init gives positions std 0.01; larger makes the position table matter
-        model.text_model.embeddings.position_embedding.weight.normal_(0, 1.0)
+        position_table(model).normal_(0, 1.0)
     model.save_pretrained(out_dir, safe_serialization=True)
     return model
 
@@ -56,3 +61,8 @@ def make_t5():
 @pytest.fixture
 def make_clip_text():
     return save_clip_text
+
+
+@pytest.fixture
+def clip_positions():
+    return position_table

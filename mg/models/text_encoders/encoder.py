@@ -71,9 +71,12 @@ def _t5_name(name: str):
 
 
 def _clip_name(name: str):
-    if not name.startswith("text_model.") or name.endswith("position_ids"):
-        return None  # vision tower, projections, non-persistent buffers
-    return name[len("text_model."):]
+    # CLIPModel and transformers 4 CLIPTextModel files prefix the tower with "text_model."; transformers 5
+    # CLIPTextModel files do not. Vision tower, projections and position_ids buffers are not used.
+    name = name[len("text_model."):] if name.startswith("text_model.") else name
+    if name.endswith("position_ids") or not name.startswith(("embeddings.", "encoder.", "final_layer_norm.")):
+        return None
+    return name
 
 
 def _resize_positions(name: str, array: np.ndarray, shape: tuple) -> np.ndarray:
