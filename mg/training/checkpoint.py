@@ -62,7 +62,8 @@ class LoadResult(NamedTuple):
 
 
 def load_state_dict(cell: ms.nn.Cell, tensors: Mapping[str, np.ndarray], strict: bool = True) -> LoadResult:
-    """Copy ``tensors`` into the parameters of ``cell`` (in place, cast to each parameter's dtype).
+    """Copy ``tensors`` into the parameters of ``cell`` (in place, cast to each parameter's dtype; compiled graphs
+    see the new values).
 
     With ``strict=True`` any missing name, unexpected name or shape mismatch raises one `CheckpointError` listing all of
     them and nothing is loaded. With ``strict=False`` the matching parameters are loaded and the rest is returned.
@@ -81,7 +82,9 @@ def load_state_dict(cell: ms.nn.Cell, tensors: Mapping[str, np.ndarray], strict:
     bad = {line.split(":")[0] for line in mismatched}
     for name, param in params.items():
         if name in tensors and name not in bad:
-            param.set_data(ms.Tensor(np.asarray(tensors[name]), dtype=param.dtype))
+            # copy_ writes into the parameter's memory (casting, bf16 included); set_data would swap in a new tensor
+            # that an already compiled ms.jit graph never sees, and ops.assign has no bf16 CPU kernel.
+            param.copy_(ms.Tensor(np.asarray(tensors[name])))
     return result
 
 

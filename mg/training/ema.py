@@ -16,7 +16,8 @@ class EMA:
 
     ``d`` is ``decay``; with ``warmup=True`` it is ``min(decay, (1 + n) / (10 + n))`` where ``n`` is the number of
     updates done before this one, so early shadows follow the weights closely instead of remembering the random init.
-    All writes go through ``ops.assign`` (in-place arithmetic silently does nothing in PyNative on CPU).
+    All writes go through ``ops.assign`` / ``copy_``: in-place arithmetic silently does nothing in PyNative on CPU,
+    and ``set_data`` would detach the parameter from graphs that ``ms.jit`` has already compiled.
 
     Checkpointing: `state_dict` maps the parameter names to the shadows (so EMA weights load straight into a model
     with `mg.training.checkpoint.load_state_dict`); ``num_updates`` is an int to keep in the checkpoint metadata and
@@ -77,11 +78,11 @@ class EMA:
         targets = self.params if params is None else list(params)
         if len(targets) != len(self.shadows) or any(t.shape != s.shape for t, s in zip(targets, self.shadows)):
             raise ValueError("swapped_in: parameters differ in number or shape from those the EMA tracks")
-        backups = [t.value().copy() for t in targets]
+        backups = [ms.Tensor(tensor_to_numpy(t)) for t in targets]  # host copies: Tensor.copy() lacks bf16 on CPU
         try:
             for target, shadow in zip(targets, self.shadows):
-                ops.assign(target, shadow.astype(target.dtype))
+                target.copy_(shadow)  # in place and casting (ops.assign lacks bf16 on CPU); compiled graphs see it
             yield
         finally:
             for target, backup in zip(targets, backups):
-                ops.assign(target, backup)
+                target.copy_(backup)

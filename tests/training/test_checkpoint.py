@@ -209,3 +209,19 @@ def test_state_dict_is_a_snapshot_not_a_view():
     assert net.proj.weight.asnumpy()[0, 0] == before[0, 0]
     net.proj.weight.set_data(ms.Tensor(np.zeros((4, 3), np.float32)))  # ...nor the model the snapshot
     assert tensors["proj.weight"][0, 1] == before[0, 1]
+
+
+@ms.jit
+def _jitted_forward(net, x):
+    return net(x)
+
+
+def test_load_state_dict_reaches_an_already_compiled_graph():
+    net = TinyNet()
+    x = ms.Tensor(np.ones((2, 3), np.float32))
+    _jitted_forward(net, x)  # compile first, as a trainer resuming mid-run would have
+    other = TinyNet()
+    other.proj.weight.set_data(ms.Tensor(np.full((4, 3), 0.5, np.float32)))
+    other.norm.gamma.set_data(ms.Tensor(np.arange(4, dtype=np.float32)))
+    load_state_dict(net, state_dict(other))
+    np.testing.assert_allclose(_jitted_forward(net, x).asnumpy(), other(x).asnumpy(), rtol=1e-6)

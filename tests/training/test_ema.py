@@ -71,6 +71,26 @@ def test_bfloat16_params_keep_float32_shadows():
     ema.update()
     assert ema.shadows[0].dtype == ms.float32
     np.testing.assert_array_equal(ema.state_dict()["h"], value + 1.0)
+    with ema.swapped_in():
+        assert param.dtype == ms.bfloat16
+        np.testing.assert_array_equal(param.astype(ms.float32).asnumpy(), value + 1.0)
+    np.testing.assert_array_equal(param.astype(ms.float32).asnumpy(), value + 4.0)
+
+
+@ms.jit
+def _jitted_sum(weight):
+    return weight.sum()
+
+
+def test_swapped_in_reaches_an_already_compiled_graph():
+    param = ms.Parameter(ms.Tensor(np.ones(4, np.float32)), name="w")
+    ema = EMA([param], decay=0.5)
+    assert float(_jitted_sum(param).asnumpy()) == 4.0  # compile with the live weights
+    param.copy_(ms.Tensor(np.full(4, 3.0, np.float32)))
+    ema.update()  # shadow = 2
+    with ema.swapped_in():
+        assert float(_jitted_sum(param).asnumpy()) == 8.0
+    assert float(_jitted_sum(param).asnumpy()) == 12.0
 
 
 def test_state_round_trip_and_errors():

@@ -1,0 +1,133 @@
+"""AdamW for MindSpore that works in PyNative and under ``ms.jit`` on CPU, with a learning rate settable per step.
+
+Why not a stock optimizer: ``mint.optim.AdamW`` has no CPU kernel and ``mint.optim`` does not update weights in
+PyNative on CPU, while ``nn.AdamWeightDecay`` skips Adam's bias correction (its first steps are ~3x larger than
+AdamW's). `AdamW` below is the standard algorithm (PyTorch's ``torch.optim.AdamW``, decoupled weight decay):
+
+    m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
+    p = p (1 - lr wd) - lr / (1 - b1^t) * m / (sqrt(v / (1 - b2^t)) + eps)
+
+written with ``ops.assign`` (in place in both modes) on float32 moments. The learning rate is a Parameter of the
+optimizer, so `set_lr` changes it between steps without recompiling a jitted train step.
+"""
+from __future__ import annotations
+
+import re
+from typing import Iterable, Mapping
+
+import mindspore as ms
+import numpy as np
+from mindspore import nn, ops
+from mindspore.common.initializer import initializer
+
+from mg.training.checkpoint import CheckpointError, tensor_to_numpy
+
+# A name part (split on '.' and '_') marking a norm, an embedding/positional table or a bias.
+_NO_DECAY_PART = re.compile(r".*norm.*|ln\d*|gamma|beta|bias|embed.*|pos.*|.*table.*")
+
+_adamw_update = ops.MultitypeFuncGraph("adamw_update")
+
+
+@_adamw_update.register("Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor",
+                        "Tensor", "Tensor")
+def _update_one(beta1, beta2, eps, lr, bias1, bias2, weight_decay, param, m, v, grad):
+    grad = grad.astype(ms.float32)
+    next_m = beta1 * m + (1.0 - beta1) * grad
+    next_v = beta2 * v + (1.0 - beta2) * grad * grad
+    denom = ops.sqrt(next_v / bias2) + eps
+    next_param = param.astype(ms.float32) * (1.0 - lr * weight_decay) - (lr / bias1) * next_m / denom
+    done = ops.assign(m, next_m)
+    done = ops.depend(done, ops.assign(v, next_v))
+    return ops.depend(done, ops.assign(param, next_param.astype(param.dtype)))
+
+
+class AdamW(nn.Optimizer):
+    """AdamW with bias correction; accepts parameter groups like any ``nn.Optimizer`` (``weight_decay`` per group).
+
+    State: ``moments1`` / ``moments2`` (float32 Parameters named ``adam_m.<param>`` / ``adam_v.<param>``) and the
+    base class's ``global_step``.
+    """
+
+    def __init__(self, params, learning_rate: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.0):
+        super().__init__(learning_rate, params, weight_decay)
+        beta1, beta2 = betas
+        if not (0.0 <= beta1 < 1.0 and 0.0 <= beta2 < 1.0) or not eps > 0:
+            raise ValueError(f"AdamW: need 0 <= betas < 1 and eps > 0, got betas={betas}, eps={eps}")
+        self.beta1 = ms.Tensor(beta1, ms.float32)
+        self.beta2 = ms.Tensor(beta2, ms.float32)
+        self.eps = ms.Tensor(eps, ms.float32)
+        self.moments1 = self._zeros_like_params("adam_m")
+        self.moments2 = self._zeros_like_params("adam_v")
+
+    def _zeros_like_params(self, prefix):
+        return ms.ParameterTuple([ms.Parameter(initializer("zeros", p.shape, ms.float32), name=f"{prefix}.{p.name}")
+                                  for p in self._parameters])
+
+    def construct(self, gradients):
+        weight_decay = self.get_weight_decay()
+        lr = self.get_lr()
+        self.assignadd(self.global_step, self.global_step_increase_tensor)
+        step = self.global_step.reshape(()).astype(ms.float32)
+        bias1 = 1.0 - ops.pow(self.beta1, step)
+        bias2 = 1.0 - ops.pow(self.beta2, step)
+        if self.is_group:
+            return self.hyper_map(ops.partial(_adamw_update, self.beta1, self.beta2, self.eps, lr, bias1, bias2),
+                                  weight_decay, self._parameters, self.moments1, self.moments2, gradients)
+        return self.hyper_map(ops.partial(_adamw_update, self.beta1, self.beta2, self.eps, lr, bias1, bias2,
+                                          weight_decay), self._parameters, self.moments1, self.moments2, gradients)
+
+
+def is_no_decay(param: ms.Parameter) -> bool:
+    """True for 1-D (or 0-D) parameters and for names marking a norm, embedding/positional table or bias."""
+    if len(param.shape) <= 1:
+        return True
+    return any(_NO_DECAY_PART.fullmatch(part) for part in re.split(r"[._]", param.name.lower()) if part)
+
+
+def build_adamw(params: Iterable[ms.Parameter], lr: float, weight_decay: float,
+                betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> AdamW:
+    """`AdamW` over ``params`` with ``weight_decay`` on weight matrices only (see `is_no_decay` for the rest)."""
+    params = [p for p in params if p.requires_grad]
+    if not params:
+        raise ValueError("build_adamw: no trainable parameters given")
+    if weight_decay < 0:
+        raise ValueError(f"build_adamw: weight_decay must be >= 0, got {weight_decay}")
+    decay = [p for p in params if not is_no_decay(p)]
+    no_decay = [p for p in params if is_no_decay(p)]
+    groups = [{"params": group, "weight_decay": wd} for group, wd in ((decay, weight_decay), (no_decay, 0.0)) if group]
+    return AdamW(groups, learning_rate=lr, betas=betas, eps=eps)
+
+
+def set_lr(optimizer: nn.Optimizer, lr: float) -> None:
+    """Change the (single) learning rate in place; a jitted step picks it up without recompiling."""
+    if optimizer.is_group_lr or not isinstance(optimizer.learning_rate, ms.Parameter):
+        raise TypeError("set_lr: the optimizer must have one learning rate held in a Parameter")
+    # ops.assign writes in place; set_data swaps in a new tensor that an already compiled graph never sees.
+    ops.assign(optimizer.learning_rate, ms.Tensor(lr, ms.float32))
+
+
+def get_lr(optimizer: nn.Optimizer) -> float:
+    """The current (single) learning rate."""
+    return float(optimizer.learning_rate.asnumpy())
+
+
+def optimizer_state(optimizer: AdamW) -> dict[str, np.ndarray]:
+    """Moments (``adam_m.<param>``, ``adam_v.<param>``) and ``global_step`` as NumPy arrays, for checkpoints."""
+    state = {p.name: tensor_to_numpy(p) for p in (*optimizer.moments1, *optimizer.moments2)}
+    state["global_step"] = tensor_to_numpy(optimizer.global_step)
+    return state
+
+
+def load_optimizer_state(optimizer: AdamW, tensors: Mapping[str, np.ndarray]) -> None:
+    """Restore `optimizer_state` output; names and shapes must match exactly (one error lists every problem)."""
+    targets = {p.name: p for p in (*optimizer.moments1, *optimizer.moments2, optimizer.global_step)}
+    missing = sorted(set(targets) - set(tensors))
+    unexpected = sorted(set(tensors) - set(targets))
+    mismatched = sorted(f"{n}: saved {tuple(tensors[n].shape)} vs optimizer {tuple(t.shape)}"
+                        for n, t in targets.items() if n in tensors and tuple(tensors[n].shape) != tuple(t.shape))
+    if missing or unexpected or mismatched:
+        raise CheckpointError(f"optimizer state does not fit: missing {missing[:10]}, unexpected {unexpected[:10]}, "
+                              f"shape mismatch {mismatched[:10]}")
+    for name, target in targets.items():
+        ops.assign(target, ms.Tensor(np.asarray(tensors[name]), dtype=target.dtype))  # not set_data: see set_lr
