@@ -11,7 +11,7 @@ is written once per encoder. Existing files are skipped (resumable); under msrun
 import logging
 from typing import Optional
 
-from jsonargparse import CLI
+from jsonargparse import auto_cli
 
 from mg.data.caching import cache_text_embeddings
 
@@ -48,5 +48,5 @@ def main(csv_path: str, output_folders: dict[str, str], encoder_paths: dict[str,
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    CLI(main)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    auto_cli(main, as_positional=False)
