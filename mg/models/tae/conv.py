@@ -31,8 +31,11 @@ def _conv3d_matmul(x, weight, bias, stride, padding):
         cols = x.reshape(b, c, t * h * w)
     else:
         taps = [x]
-        for axis, (k, s, n) in enumerate(((kt, st, to), (kh, sh, ho), (kw, sw, wo)), start=2):
-            taps = [tap for part in taps for tap in _taps_along(part, axis, k, s, n)]
+        for axis, k, s, n in ((2, kt, st, to), (3, kh, sh, ho), (4, kw, sw, wo)):
+            expanded = []
+            for part in taps:
+                expanded = expanded + _taps_along(part, axis, k, s, n)
+            taps = expanded
         # (B, C, K, ...) flattens as c * K + k, the order of weight.reshape(O, C * K)
         cols = ops.stack(taps, axis=2).reshape(b, c * kt * kh * kw, to * ho * wo)
     w2 = weight.reshape(o, -1)
@@ -52,7 +55,7 @@ def _taps_along(x, axis, k, s, n):
     (StridedSliceGrad) fails on CPU in MindSpore 2.10.
     """
     if s == 1:
-        return [_narrow(x, axis, i, n) for i in range(k)]
+        return [mint.narrow(x, axis, i, n) for i in range(k)]
     length = x.shape[axis]
     extra = -length % s
     if extra:
@@ -60,12 +63,8 @@ def _taps_along(x, axis, k, s, n):
         pads[2 * (x.ndim - 1 - axis) + 1] = extra
         x = ops.pad(x, tuple(pads))
     x = x.reshape(x.shape[:axis] + ((length + extra) // s, s) + x.shape[axis + 1:])
-    phases = [x[(slice(None),) * (axis + 1) + (r,)] for r in range(s)]
-    return [_narrow(phases[i % s], axis, i // s, n) for i in range(k)]
-
-
-def _narrow(x, axis, start, length):
-    return x[(slice(None),) * axis + (slice(start, start + length),)]
+    phases = [mint.select(x, axis + 1, r) for r in range(s)]
+    return [mint.narrow(phases[i % s], axis, i // s, n) for i in range(k)]
 
 
 def _pad(x, padding):
@@ -82,22 +81,21 @@ def select_conv3d(device=None):
     return _conv3d_fused if device == "Ascend" else _conv3d_matmul
 
 
-def conv3d(x, weight, bias=None, stride=(1, 1, 1), padding=(0, 0, 0, 0, 0, 0)):
-    """3-D convolution of x (B, C, T, H, W) with weight (O, C, kt, kh, kw); padding is explicit zeros per side."""
-    return select_conv3d()(x, weight, bias, tuple(stride), tuple(padding))
-
-
 # ---------------------------------------------------------------------------------------------------------------------
 # Cells
 # ---------------------------------------------------------------------------------------------------------------------
 class Conv3d(nn.Cell):
-    """Convolution with explicit per-side zero padding; weight layout (out, in, kt, kh, kw); PyTorch default init."""
+    """Convolution with explicit per-side zero padding; weight layout (out, in, kt, kh, kw); PyTorch default init.
+
+    The implementation is picked for the device current at construction (set the device before building models).
+    """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=(1, 1, 1), padding=(0, 0, 0, 0, 0, 0),
                  bias=True):
         super().__init__()
         self.stride = tuple(stride)
         self.padding = tuple(padding)
+        self.impl = select_conv3d()
         shape = (out_channels, in_channels, *kernel_size)
         self.weight = Parameter(initializer(HeUniform(negative_slope=math.sqrt(5)), shape, ms.float32))
         fan_in = in_channels * int(np.prod(kernel_size))
@@ -105,7 +103,7 @@ class Conv3d(nn.Cell):
         self.bias = Parameter(initializer(Uniform(bound), (out_channels,), ms.float32)) if bias else None
 
     def construct(self, x):
-        return conv3d(x, self.weight, self.bias, self.stride, self.padding)
+        return self.impl(x, self.weight, self.bias, self.stride, self.padding)
 
 
 class SpatialConv(Conv3d):

@@ -1,0 +1,68 @@
+"""TAE shapes, lengths, latent scaling and checkpoint round trip."""
+import mindspore as ms
+import numpy as np
+import pytest
+
+from mg.models.tae import TemporalAutoencoder, load_tae, save_tae, tae_config
+
+
+@pytest.fixture(scope="module")
+def tiny_tae():
+    ms.set_device("CPU")
+    return TemporalAutoencoder(tae_config("tiny"))
+
+
+@pytest.mark.parametrize("frames", [1, 8, 9, 17, 32, 33])
+def test_lengths_and_non_square_sizes(tiny_tae, frames):
+    x = ms.Tensor(np.random.uniform(-1, 1, (1, 3, frames, 24, 16)).astype(np.float32))
+    mean, logvar = tiny_tae.encode(x)
+    latent_frames = -(-frames // 8)
+    assert mean.shape == logvar.shape == (1, 16, latent_frames, 3, 2)
+    assert tiny_tae.decode(mean, frames).shape == (1, 3, frames, 24, 16)
+
+
+def test_size_not_multiple_of_8_is_cropped_back(tiny_tae):
+    x = ms.Tensor(np.random.uniform(-1, 1, (2, 3, 3, 20, 12)).astype(np.float32))
+    mean, _ = tiny_tae.encode(x)
+    assert mean.shape == (2, 16, 1, 3, 2)
+    recon, _, _ = tiny_tae(x)
+    assert recon.shape == (2, 3, 3, 20, 12)
+
+
+def test_decode_rejects_inconsistent_length(tiny_tae):
+    z = ms.Tensor(np.zeros((1, 16, 2, 2, 2), np.float32))
+    with pytest.raises(ValueError, match="num_frames=17 needs 3 latent frames"):
+        tiny_tae.decode(z, 17)
+    with pytest.raises(ValueError, match="expects"):
+        tiny_tae.encode(ms.Tensor(np.zeros((1, 4, 1, 8, 8), np.float32)))
+
+
+def test_scale_and_unscale_latent():
+    tae = TemporalAutoencoder(tae_config("tiny", scaling_factor=0.5, shift_factor=0.25))
+    z = np.random.randn(1, 16, 1, 2, 2).astype(np.float32)
+    scaled = tae.scale_latent(ms.Tensor(z)).asnumpy()
+    np.testing.assert_allclose(scaled, (z - 0.25) * 0.5, rtol=1e-6)
+    np.testing.assert_allclose(tae.unscale_latent(ms.Tensor(scaled)).asnumpy(), z, rtol=1e-5, atol=1e-6)
+
+
+def test_default_preset_is_16_channel_image_vae_layout():
+    cfg = tae_config("default")
+    assert (cfg.base_channels, cfg.channel_multipliers, cfg.num_res_blocks, cfg.latent_channels) == \
+        (128, (1, 2, 4, 4), 2, 16)
+    assert cfg.temporal_compression == cfg.spatial_compression == 8
+    with pytest.raises(ValueError, match="unknown TAE preset"):
+        tae_config("huge")
+
+
+def test_save_and_load_round_trip(tmp_path, tiny_tae):
+    path = tmp_path / "tae.safetensors"
+    save_tae(tiny_tae, path)
+    with pytest.raises(FileExistsError):
+        save_tae(tiny_tae, path)
+    loaded = load_tae(path)
+    assert loaded.config == tiny_tae.config
+    for (name, a), (_, b) in zip(tiny_tae.parameters_and_names(), loaded.parameters_and_names()):
+        np.testing.assert_array_equal(a.asnumpy(), b.asnumpy(), err_msg=name)
+    (tmp_path / "tae.safetensors.json").write_text('{"config": {"bogus": 1}}')
+    with pytest.raises(ValueError, match="unknown keys"):
+        load_tae(path)
