@@ -92,6 +92,7 @@ class VideoDataset:
         self.samples = samples
         self.group_ids = np.array([s.group for s in samples], dtype=np.int64)
         self.batch_sizes = [b.batch_size for b in self.buckets]
+        self._group_members = [np.flatnonzero(self.group_ids == g) for g in range(len(self.buckets))]
 
     # ------------------------------------------------------------------ construction
     def _place_pixels(self, row: Row) -> Optional[_Sample]:
@@ -194,7 +195,7 @@ class VideoDataset:
         """
         items = []
         for index, seed in zip(indices, seeds):
-            members = np.flatnonzero(self.group_ids == self.group_ids[index])
+            members = self._group_members[self.group_ids[index]]
             order = np.roll(members, -int(np.searchsorted(members, index)))  # the sample itself, then the rest
             for candidate in order:
                 try:
