@@ -100,7 +100,9 @@ def build_text_encoder(kind: str, path, max_length: int, dtype=ms.float32) -> Te
     source = str(path / "config.json")
     model_type = raw.get("model_type")
     if model_type is not None and model_type not in MODEL_TYPES[kind]:
-        raise ValueError(f"{source}: model_type {model_type!r} is not a {kind} checkpoint (expected {MODEL_TYPES[kind]})")
+        raise ValueError(
+            f"{source}: model_type {model_type!r} is not a {kind} checkpoint (expected {MODEL_TYPES[kind]})"
+        )
     if kind == "metaclip":
         cfg = CLIPTextConfig.from_hf(raw, source)
         cfg = cfg.with_positions(max(cfg.max_position_embeddings, max_length))

@@ -107,7 +107,8 @@ def write_tiny_text_encoder(kind: str, out_dir, hidden_size: int = 32, num_layer
         )
         weights = _t5_weights(cfg, rng)
     cfg.save_pretrained(out)
-    save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in weights.items()}, str(out / "model.safetensors"))
+    weights = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in weights.items()}
+    save_file(weights, str(out / "model.safetensors"))
     if tokenizer is not None:
         tokenizer.save_pretrained(out)
     return out
