@@ -73,3 +73,14 @@ def test_temporal_conv_is_identity_at_init_and_replicates_edges():
     out = conv(ms.Tensor(x)).asnumpy()
     np.testing.assert_allclose(out[:, :, 0], x[:, :, 0], atol=1e-6)
     np.testing.assert_allclose(out[:, :, 1:], x[:, :, :-1], atol=1e-6)
+
+
+def test_temporal_conv_single_frame_shortcut_equals_replicated_input():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 4, 1, 3, 2)).astype(np.float32)
+    for stride in (1, 2):
+        conv = TemporalConv(4, stride=stride)
+        conv.conv.weight.set_data(ms.Tensor(rng.standard_normal((4, 4, 3, 1, 1)).astype(np.float32)))
+        w = conv.conv.weight.asnumpy()[..., 0, 0]
+        want = np.einsum("ock,bcthw->bothw", w, x) + conv.conv.bias.asnumpy().reshape(1, -1, 1, 1, 1)
+        np.testing.assert_allclose(conv(ms.Tensor(x)).asnumpy(), want, rtol=1e-5, atol=1e-5)

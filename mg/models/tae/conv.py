@@ -55,7 +55,7 @@ def _taps_along(x, axis, k, s, n):
     (StridedSliceGrad) fails on CPU in MindSpore 2.10.
     """
     if s == 1:
-        return [mint.narrow(x, axis, i, n) for i in range(k)]
+        return [_index(x, axis, slice(i, i + n)) for i in range(k)]
     length = x.shape[axis]
     extra = -length % s
     if extra:
@@ -63,8 +63,19 @@ def _taps_along(x, axis, k, s, n):
         pads[2 * (x.ndim - 1 - axis) + 1] = extra
         x = ops.pad(x, tuple(pads))
     x = x.reshape(x.shape[:axis] + ((length + extra) // s, s) + x.shape[axis + 1:])
-    phases = [mint.select(x, axis + 1, r) for r in range(s)]
-    return [mint.narrow(phases[i % s], axis, i // s, n) for i in range(k)]
+    phases = [_index(x, axis + 1, r) for r in range(s)]
+    return [_index(phases[i % s], axis, slice(i // s, i // s + n)) for i in range(k)]
+
+
+def _index(x, axis, idx):
+    """x[..., idx] on axis 2, 3, 4 or 5, written out so that graph mode (ms.jit) parses it."""
+    if axis == 2:
+        return x[:, :, idx]
+    if axis == 3:
+        return x[:, :, :, idx]
+    if axis == 4:
+        return x[:, :, :, :, idx]
+    return x[:, :, :, :, :, idx]
 
 
 def _pad(x, padding):
@@ -134,6 +145,9 @@ class TemporalConv(nn.Cell):
         self.conv.bias.set_data(Tensor(np.zeros(out_channels, np.float32)))
 
     def construct(self, x):
+        if x.shape[2] == 1:  # replicate padding makes every tap the same frame: one 1x1 conv with the summed kernel
+            weight = self.conv.weight.sum(axis=2, keepdims=True)
+            return self.conv.impl(x, weight, self.conv.bias, (1, 1, 1), (0, 0, 0, 0, 0, 0))
         if self.pad:
             p = self.pad
             x = mint.cat([x[:, :, :1]] * p + [x] + [x[:, :, -1:]] * p, dim=2)
