@@ -44,7 +44,7 @@ def load_tae_weights(tae, state, source="state dict"):
     for name, p in params.items():
         if tuple(state[name].shape) != tuple(p.shape):
             raise ValueError(f"{source}: {name} has shape {tuple(state[name].shape)}, model expects {tuple(p.shape)}")
-        p.set_data(Tensor(np.ascontiguousarray(state[name], dtype=np.float32)))
+        p.copy_(Tensor(np.ascontiguousarray(state[name], dtype=np.float32)))  # in place: jitted graphs see it
     return tae
 
 
