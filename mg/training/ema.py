@@ -6,7 +6,6 @@ from typing import Iterable, Iterator, Mapping
 
 import mindspore as ms
 import numpy as np
-from mindspore import ops
 
 from mg.training.checkpoint import CheckpointError, tensor_to_numpy
 
@@ -16,8 +15,11 @@ class EMA:
 
     ``d`` is ``decay``; with ``warmup=True`` it is ``min(decay, (1 + n) / (10 + n))`` where ``n`` is the number of
     updates done before this one, so early shadows follow the weights closely instead of remembering the random init.
-    All writes go through ``ops.assign`` / ``copy_``: in-place arithmetic silently does nothing in PyNative on CPU,
-    and ``set_data`` would detach the parameter from graphs that ``ms.jit`` has already compiled.
+    The shadows are NumPy arrays in host memory, updated in place: on CPU ``asnumpy()`` of a float32 parameter
+    shares its memory, and NumPy's update was ~10x faster than the same update as MindSpore CPU kernels, even jitted
+    (38.6 M values: 41 ms vs 420 ms). On an accelerator every update copies the weights to the host; update less
+    often there. Weights go back into the model with ``copy_`` (in place, so graphs that ``ms.jit`` has already
+    compiled see them; ``set_data`` would detach the parameter from such graphs).
 
     Checkpointing: `state_dict` maps the parameter names to the shadows (so EMA weights load straight into a model
     with `mg.training.checkpoint.load_state_dict`); ``num_updates`` is an int to keep in the checkpoint metadata and
@@ -35,8 +37,7 @@ class EMA:
         self.decay = decay
         self.warmup = warmup
         self.num_updates = 0
-        self.shadows = [ms.Parameter(p.astype(ms.float32), name=f"ema.{p.name}", requires_grad=False)
-                        for p in self.params]
+        self.shadows = [tensor_to_numpy(p).astype(np.float32) for p in self.params]
 
     def current_decay(self) -> float:
         """The decay the next `update` uses."""
@@ -48,12 +49,14 @@ class EMA:
         """Move every shadow towards the current parameter value."""
         d = self.current_decay()
         for shadow, param in zip(self.shadows, self.params):
-            ops.assign(shadow, shadow * d + param.astype(ms.float32) * (1.0 - d))
+            value = param.asnumpy() if param.dtype == ms.float32 else tensor_to_numpy(param)  # read only: no copy
+            shadow *= d
+            shadow += (1.0 - d) * value
         self.num_updates += 1
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """``{parameter name: float32 shadow array}``."""
-        return {param.name: tensor_to_numpy(shadow) for param, shadow in zip(self.params, self.shadows)}
+        return {param.name: shadow.copy() for param, shadow in zip(self.params, self.shadows)}
 
     def load_state_dict(self, tensors: Mapping[str, np.ndarray], num_updates: int = 0) -> None:
         """Restore shadows saved by `state_dict`; names and shapes must match exactly."""
@@ -66,7 +69,7 @@ class EMA:
             raise CheckpointError(f"EMA state does not fit: missing {missing}, unexpected {unexpected}, "
                                   f"shape mismatch {mismatched}")
         for param, shadow in zip(self.params, self.shadows):
-            ops.assign(shadow, ms.Tensor(np.asarray(tensors[param.name]), dtype=ms.float32))
+            np.copyto(shadow, tensors[param.name], casting="same_kind")
         self.num_updates = int(num_updates)
 
     @contextmanager
@@ -81,7 +84,7 @@ class EMA:
         backups = [ms.Tensor(tensor_to_numpy(t)) for t in targets]  # host copies: Tensor.copy() lacks bf16 on CPU
         try:
             for target, shadow in zip(targets, self.shadows):
-                target.copy_(shadow)  # in place and casting (ops.assign lacks bf16 on CPU); compiled graphs see it
+                target.copy_(ms.Tensor(shadow))  # in place and casting (ops.assign lacks bf16 on CPU)
             yield
         finally:
             for target, backup in zip(targets, backups):

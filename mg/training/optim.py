@@ -1,14 +1,18 @@
 """AdamW for MindSpore that works in PyNative and under ``ms.jit`` on CPU, with a learning rate settable per step.
 
 Why not a stock optimizer: ``mint.optim.AdamW`` has no CPU kernel and ``mint.optim`` does not update weights in
-PyNative on CPU, while ``nn.AdamWeightDecay`` skips Adam's bias correction (its first steps are ~3x larger than
-AdamW's). `AdamW` below is the standard algorithm (PyTorch's ``torch.optim.AdamW``, decoupled weight decay):
+PyNative on CPU; ``nn.AdamWeightDecay`` skips Adam's bias correction (its first steps are ~3x larger than AdamW's);
+``nn.Adam``'s weight decay is L2 (added to the gradient), not decoupled. `AdamW` below is decoupled weight decay
+followed by the fused ``ops.Adam`` kernel (bias-corrected; on a 38.6 M-value model this step took 165 ms in PyNative and
+83 ms jitted on CPU, against 3.1 s / 0.62 s for the same update written as separate ops):
 
+    p = p (1 - lr wd)                                   (decay-group parameters only)
     m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
-    p = p (1 - lr wd) - lr / (1 - b1^t) * m / (sqrt(v / (1 - b2^t)) + eps)
+    p = p - lr sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps)
 
-written with ``ops.assign`` (in place in both modes) on float32 moments. The learning rate is a Parameter of the
-optimizer, so `set_lr` changes it between steps without recompiling a jitted train step.
+This is PyTorch's ``AdamW`` except for where eps sits: the Adam paper's "efficient" form (also TensorFlow's) adds
+eps to sqrt(v) before the bias correction, PyTorch after; they differ only for gradients of order eps. The learning
+rate is a Parameter of the optimizer, so `set_lr` changes it between steps without recompiling a jitted step.
 """
 from __future__ import annotations
 
@@ -28,24 +32,23 @@ _NO_DECAY_PART = re.compile(r".*norm.*|ln\d*|gamma|beta|bias|embed.*|pos.*|.*tab
 _adamw_update = ops.MultitypeFuncGraph("adamw_update")
 
 
-@_adamw_update.register("Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor",
-                        "Tensor", "Tensor")
-def _update_one(beta1, beta2, eps, lr, bias1, bias2, weight_decay, param, m, v, grad):
-    grad = grad.astype(ms.float32)
-    next_m = beta1 * m + (1.0 - beta1) * grad
-    next_v = beta2 * v + (1.0 - beta2) * grad * grad
-    denom = ops.sqrt(next_v / bias2) + eps
-    next_param = param.astype(ms.float32) * (1.0 - lr * weight_decay) - (lr / bias1) * next_m / denom
-    done = ops.assign(m, next_m)
-    done = ops.depend(done, ops.assign(v, next_v))
-    return ops.depend(done, ops.assign(param, next_param.astype(param.dtype)))
+@_adamw_update.register("Function", "Function", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor",
+                        "Tensor", "Bool", "Tensor", "Tensor", "Tensor", "Tensor")
+def _update_one(adam, descend, beta1_power, beta2_power, lr, beta1, beta2, eps, weight_decay, decays, param, m, v,
+                grad):
+    if decays:  # a Python bool: a static branch under jit
+        # p -= (lr wd) p as one fused in-place kernel (cheaper than multiply + assign)
+        param = ops.depend(param, descend(param, (lr * weight_decay).astype(param.dtype), param))
+    # Return a flag, not Adam's outputs: under jit those would be copied out of the graph as results.
+    return ops.depend(True, adam(param, m, v, beta1_power, beta2_power, lr, beta1, beta2, eps, grad))
 
 
 class AdamW(nn.Optimizer):
     """AdamW with bias correction; accepts parameter groups like any ``nn.Optimizer`` (``weight_decay`` per group).
 
-    State: ``moments1`` / ``moments2`` (float32 Parameters named ``adam_m.<param>`` / ``adam_v.<param>``) and the
-    base class's ``global_step``.
+    Gradients are given in the order of ``optimizer.parameters`` (groups reorder them: take gradients with respect
+    to ``optimizer.parameters``). State: ``moments1`` / ``moments2`` (Parameters named ``adam_m.<param>`` /
+    ``adam_v.<param>``, dtype of the parameter) and the base class's ``global_step``.
     """
 
     def __init__(self, params, learning_rate: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
@@ -59,9 +62,13 @@ class AdamW(nn.Optimizer):
         self.eps = ms.Tensor(eps, ms.float32)
         self.moments1 = self._zeros_like_params("adam_m")
         self.moments2 = self._zeros_like_params("adam_v")
+        wd = self.weight_decay if self.is_group else (self.weight_decay,) * len(self._parameters)
+        self.decays = tuple(bool(float(w.asnumpy()) > 0) for w in wd)
+        self.adam = ops.Adam()
+        self.descend = ops.ApplyGradientDescent()
 
     def _zeros_like_params(self, prefix):
-        return ms.ParameterTuple([ms.Parameter(initializer("zeros", p.shape, ms.float32), name=f"{prefix}.{p.name}")
+        return ms.ParameterTuple([ms.Parameter(initializer("zeros", p.shape, p.dtype), name=f"{prefix}.{p.name}")
                                   for p in self._parameters])
 
     def construct(self, gradients):
@@ -69,13 +76,15 @@ class AdamW(nn.Optimizer):
         lr = self.get_lr()
         self.assignadd(self.global_step, self.global_step_increase_tensor)
         step = self.global_step.reshape(()).astype(ms.float32)
-        bias1 = 1.0 - ops.pow(self.beta1, step)
-        bias2 = 1.0 - ops.pow(self.beta2, step)
+        beta1_power = ops.pow(self.beta1, step)
+        beta2_power = ops.pow(self.beta2, step)
+        update = ops.partial(_adamw_update, self.adam, self.descend, beta1_power, beta2_power, lr, self.beta1,
+                             self.beta2, self.eps)
         if self.is_group:
-            return self.hyper_map(ops.partial(_adamw_update, self.beta1, self.beta2, self.eps, lr, bias1, bias2),
-                                  weight_decay, self._parameters, self.moments1, self.moments2, gradients)
-        return self.hyper_map(ops.partial(_adamw_update, self.beta1, self.beta2, self.eps, lr, bias1, bias2,
-                                          weight_decay), self._parameters, self.moments1, self.moments2, gradients)
+            return self.hyper_map(update, weight_decay, self.decays, self._parameters, self.moments1, self.moments2,
+                                  gradients)
+        return self.hyper_map(ops.partial(update, weight_decay), self.decays, self._parameters, self.moments1,
+                              self.moments2, gradients)
 
 
 def is_no_decay(param: ms.Parameter) -> bool:

@@ -5,7 +5,8 @@ import pytest
 from mindspore import nn, ops
 
 from mg.training.checkpoint import CheckpointError
-from mg.training.optim import (build_adamw, get_lr, is_no_decay, load_optimizer_state, optimizer_state, set_lr)
+from mg.training.optim import (AdamW, build_adamw, get_lr, is_no_decay, load_optimizer_state, optimizer_state,
+                               set_lr)
 
 WD, BETAS, EPS = 0.1, (0.9, 0.99), 1e-8
 
@@ -22,7 +23,7 @@ class Net(nn.Cell):
 
 
 def _numpy_adamw(params, grads_per_step, lrs, decay_names):
-    """Reference AdamW (decoupled decay, bias-corrected, eps after the corrected sqrt), float64."""
+    """Reference AdamW, float64: decoupled decay, then Adam in the paper's efficient form (eps before correction)."""
     p = {n: v.astype(np.float64) for n, v in params.items()}
     m = {n: np.zeros_like(v) for n, v in p.items()}
     v2 = {n: np.zeros_like(v) for n, v in p.items()}
@@ -31,9 +32,10 @@ def _numpy_adamw(params, grads_per_step, lrs, decay_names):
             g = grads[n].astype(np.float64)
             m[n] = BETAS[0] * m[n] + (1 - BETAS[0]) * g
             v2[n] = BETAS[1] * v2[n] + (1 - BETAS[1]) * g * g
-            m_hat, v_hat = m[n] / (1 - BETAS[0] ** t), v2[n] / (1 - BETAS[1] ** t)
+            step_size = lr * np.sqrt(1 - BETAS[1] ** t) / (1 - BETAS[0] ** t)
             wd = WD if n in decay_names else 0.0
-            p[n] = p[n] - lr * wd * p[n] - lr * m_hat / (np.sqrt(v_hat) + EPS)
+            p[n] = p[n] * (1 - lr * wd)
+            p[n] = p[n] - step_size * m[n] / (np.sqrt(v2[n]) + EPS)
     return p
 
 
@@ -125,3 +127,34 @@ def test_state_round_trip_continues_exactly():
     broken["adam_m.proj.weight"] = np.zeros((1, 1), np.float32)
     with pytest.raises(CheckpointError, match=r"missing \['global_step'\].*adam_m.proj.weight: saved \(1, 1\)"):
         load_optimizer_state(opt2, broken)
+
+
+def test_three_steps_match_torch_adamw():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(5)
+    values = {"w.weight": rng.standard_normal((3, 4)), "w.bias": rng.standard_normal(4)}
+    grads = [{n: rng.standard_normal(v.shape) for n, v in values.items()} for _ in range(3)]
+    ours = [ms.Parameter(ms.Tensor(v, ms.float32), name=n) for n, v in values.items()]
+    opt = build_adamw(ours, lr=0.1, weight_decay=WD, betas=BETAS, eps=EPS)
+    theirs = {n: torch.tensor(v, dtype=torch.float64, requires_grad=True) for n, v in values.items()}
+    ref = torch.optim.AdamW([{"params": [theirs["w.weight"]], "weight_decay": WD},
+                             {"params": [theirs["w.bias"]], "weight_decay": 0.0}], lr=0.1, betas=BETAS, eps=EPS)
+    for g in grads:
+        opt(tuple(ms.Tensor(g[p.name], ms.float32) for p in opt.parameters))
+        for n, t in theirs.items():
+            t.grad = torch.tensor(g[n])
+        ref.step()
+    for p in ours:
+        np.testing.assert_allclose(p.asnumpy(), theirs[p.name].detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_plain_parameter_list_decays_everything():
+    rng = np.random.default_rng(6)
+    start, grad = rng.standard_normal((2, 3)), rng.standard_normal((2, 3))
+    param = ms.Parameter(ms.Tensor(start, ms.float32), name="v")
+    opt = AdamW([param], learning_rate=0.1, betas=BETAS, eps=EPS, weight_decay=WD)
+    opt((ms.Tensor(grad, ms.float32),))
+    expected = _numpy_adamw({"v": start}, [{"v": grad}], [0.1], decay_names={"v"})["v"]
+    np.testing.assert_allclose(param.asnumpy(), expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="betas"):
+        AdamW([param], betas=(1.0, 0.9))

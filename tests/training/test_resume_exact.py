@@ -1,4 +1,4 @@
-"""End to end: train, checkpoint everything, 'crash', resume from the checkpoint: the result equals an uninterrupted run."""
+"""Train, checkpoint everything, 'crash', resume: the result equals an uninterrupted run bit for bit."""
 import mindspore as ms
 import numpy as np
 from mindspore import nn, ops
