@@ -1,0 +1,149 @@
+"""Inputs of the transformer: patchify, factorized positional tables, timestep embedding and the text projector."""
+import math
+
+import mindspore as ms
+import numpy as np
+from mindspore import Parameter, mint, nn
+from mindspore.common.initializer import Normal, initializer
+
+from mg.models.dit.layers import Linear
+
+
+class PatchEmbed3D(nn.Cell):
+    """(B, C, T, H, W) latents -> (B, N, D) tokens with a 3D convolution whose kernel equals its stride."""
+
+    def __init__(self, in_channels, dim, patch_size=(1, 2, 2)):
+        super().__init__()
+        self.patch_size = tuple(patch_size)
+        self.proj = nn.Conv3d(in_channels, dim, self.patch_size, stride=self.patch_size, pad_mode="valid",
+                              has_bias=True)
+
+    def construct(self, x):
+        x = self.proj(x.astype(self.proj.weight.dtype))
+        b, d = x.shape[0], x.shape[1]
+        return mint.transpose(x.reshape(b, d, -1), 1, 2)
+
+
+def unpatchify(tokens, grid, patch_size, channels):
+    """(B, N, pt*ph*pw*C) -> (B, C, T, H, W): the inverse of patchify's token layout."""
+    (gt, gh, gw), (pt, ph, pw) = grid, patch_size
+    b = tokens.shape[0]
+    x = tokens.reshape(b, gt, gh, gw, pt, ph, pw, channels)
+    x = x.permute(0, 7, 1, 4, 2, 5, 3, 6)
+    return x.reshape(b, channels, gt * pt, gh * ph, gw * pw)
+
+
+class FactorizedPositionEmbedding(nn.Cell):
+    """Learnable tables for the t, h and w coordinates of the patch grid; a token's embedding is their sum."""
+
+    def __init__(self, dim, max_t, max_h, max_w):
+        super().__init__()
+        self.table_t = Parameter(initializer(Normal(0.02), (max_t, dim), ms.float32), name="table_t")
+        self.table_h = Parameter(initializer(Normal(0.02), (max_h, dim), ms.float32), name="table_h")
+        self.table_w = Parameter(initializer(Normal(0.02), (max_w, dim), ms.float32), name="table_w")
+
+    def construct(self, grid):
+        gt, gh, gw = grid
+        if gt > self.table_t.shape[0] or gh > self.table_h.shape[0] or gw > self.table_w.shape[0]:
+            raise ValueError(f"patch grid (t, h, w) = {grid} exceeds the positional tables "
+                             f"({self.table_t.shape[0]}, {self.table_h.shape[0]}, {self.table_w.shape[0]}); "
+                             "build the model with larger max_t/max_h/max_w or expand the tables")
+        pe = (self.table_t[:gt][:, None, None, :] + self.table_h[:gh][None, :, None, :]
+              + self.table_w[:gw][None, None, :, :])
+        return pe.reshape(1, gt * gh * gw, -1)
+
+
+def interpolate_table(table, length):
+    """Stretch a (L, D) positional table to `length` rows by linear interpolation, keeping both end rows."""
+    table = np.asarray(table)
+    old = table.shape[0]
+    if old == 1:
+        return np.repeat(table, length, axis=0)
+    pos = np.linspace(0, old - 1, length)
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, old - 1)
+    frac = (pos - lo)[:, None].astype(table.dtype)
+    return table[lo] * (1 - frac) + table[hi] * frac
+
+
+def extend_table(table, length):
+    """Extend a (L, D) table to `length` rows keeping the existing rows; new rows start as copies of the last."""
+    table = np.asarray(table)
+    extra = np.repeat(table[-1:], length - table.shape[0], axis=0)
+    return np.concatenate([table, extra], axis=0)
+
+
+def expand_position_tables(params, max_t, max_h, max_w, prefix="pos_embed."):
+    """Grow the positional tables in a parameter dict for the next training stage (returns a new dict).
+
+    Spatial tables are stretched by interpolation (stage 2 doubles them, stage 3 triples them: a position keeps the
+    embedding of the same relative place); the temporal table keeps its rows and gains new ones (stage 1 trains on
+    images only, so stage 2 adds rows up to 32 latent frames). Shrinking a table is refused.
+    """
+    out = dict(params)
+    for axis, length, grow in (("t", max_t, extend_table), ("h", max_h, interpolate_table),
+                               ("w", max_w, interpolate_table)):
+        name = f"{prefix}table_{axis}"
+        if name not in params:
+            raise KeyError(f"positional table '{name}' is missing from the checkpoint")
+        table = np.asarray(params[name])
+        if length < table.shape[0]:
+            raise ValueError(f"cannot shrink '{name}' from {table.shape[0]} to {length} rows")
+        if length > table.shape[0]:
+            out[name] = grow(table, length)
+    return out
+
+
+def timestep_frequencies(t, dim, max_period=10000.0):
+    """Sinusoidal features of t in [0, 1] (scaled to [0, 1000] like diffusion timesteps): (B,) -> (B, dim)."""
+    half = dim // 2
+    freqs = ms.Tensor(np.exp(-math.log(max_period) * np.arange(half, dtype=np.float32) / half))
+    args = (t.astype(ms.float32) * 1000.0)[:, None] * freqs[None, :]
+    return mint.cat([mint.cos(args), mint.sin(args)], dim=-1)
+
+
+class TimestepEmbedder(nn.Cell):
+    """t -> sinusoidal features -> MLP -> (B, D)."""
+
+    def __init__(self, dim, frequency_dim=256):
+        super().__init__()
+        self.frequency_dim = frequency_dim
+        self.mlp = nn.SequentialCell(Linear(frequency_dim, dim), nn.SiLU(), Linear(dim, dim))
+
+    def construct(self, t):
+        return self.mlp(timestep_frequencies(t, self.frequency_dim))
+
+
+class EncoderProjection(nn.Cell):
+    """Linear + LayerNorm from one text encoder's width to the model width (LayerNorm in fp32)."""
+
+    def __init__(self, in_dim, dim):
+        super().__init__()
+        self.linear = Linear(in_dim, dim)
+        self.norm = nn.LayerNorm((dim,), epsilon=1e-6)
+
+    def construct(self, x):
+        h = self.linear(x)
+        return self.norm(h.astype(ms.float32)).astype(h.dtype)
+
+
+class TextProjector(nn.Cell):
+    """Projects each encoder's embedding to the model width and concatenates them (and their masks) along the
+    sequence, in the order the encoders are configured."""
+
+    def __init__(self, encoder_dims, dim):
+        super().__init__()
+        if not encoder_dims:
+            raise ValueError("the transformer needs at least one text encoder (text_encoders is empty)")
+        self.encoder_names = tuple(encoder_dims)
+        self.projections = nn.CellList([EncoderProjection(d, dim) for d in encoder_dims.values()])
+
+    def construct(self, text_embs, text_masks):
+        if len(text_embs) != len(self.projections) or len(text_masks) != len(self.projections):
+            raise ValueError(f"expected an embedding and a mask for each text encoder {self.encoder_names}, "
+                             f"got {len(text_embs)} embeddings and {len(text_masks)} masks")
+        contexts, masks = [], []
+        for i, proj in enumerate(self.projections):
+            contexts.append(proj(text_embs[i]))
+            masks.append(text_masks[i].astype(ms.float32))
+        return mint.cat(contexts, dim=1), mint.cat(masks, dim=1)

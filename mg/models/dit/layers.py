@@ -1,0 +1,103 @@
+"""Building blocks of the transformer: RMSNorm, linear layers, self-/cross-attention and the SwiGLU FFN.
+
+Every projection is a `Linear`, the layer that tensor parallelism (mg/parallel) replaces; the model itself knows
+nothing of parallelism. Weights stay in their own dtype (fp32 master weights) and are cast to the activation dtype
+at use, so a bf16 run keeps fp32 parameters while its matmuls run in bf16.
+"""
+import mindspore as ms
+from mindspore import Parameter, mint, nn
+from mindspore.common.initializer import Zero, initializer
+
+from mg.models.dit.kernels import attention, rms_norm, use_fused_kernels
+
+
+def zero_init_(layer):
+    """Set a layer's weight (and bias) to zero: used for adaLN gates and output projections (DiT practice)."""
+    for param in layer.get_parameters():
+        param.set_data(initializer(Zero(), param.shape, param.dtype))
+    return layer
+
+
+class Linear(mint.nn.Linear):
+    """`mint.nn.Linear` computing in the input's dtype."""
+
+    def construct(self, x):
+        weight = self.weight.astype(x.dtype)
+        bias = None if self.bias is None else self.bias.astype(x.dtype)
+        return mint.nn.functional.linear(x, weight, bias)
+
+
+class RMSNorm(nn.Cell):
+    def __init__(self, dim, eps=1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = Parameter(initializer("ones", (dim,), ms.float32), name="weight")
+        self.fused = use_fused_kernels()
+
+    def construct(self, x):
+        return rms_norm(x, self.weight, self.eps, self.fused)
+
+
+def split_heads(x, num_heads):
+    """(B, N, H * Dh) -> (B, H, N, Dh)"""
+    b, n, _ = x.shape
+    return mint.transpose(x.reshape(b, n, num_heads, -1), 1, 2)
+
+
+def merge_heads(x):
+    """(B, H, N, Dh) -> (B, N, H * Dh)"""
+    b, _, n, _ = x.shape
+    return mint.transpose(x, 1, 2).reshape(b, n, -1)
+
+
+class SelfAttention(nn.Cell):
+    """Bidirectional multi-head self-attention with one fused QKV projection."""
+
+    def __init__(self, dim, num_heads):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"model width {dim} is not divisible by the number of heads {num_heads}")
+        self.num_heads = num_heads
+        self.qkv = Linear(dim, 3 * dim, bias=False)
+        self.proj = Linear(dim, dim, bias=False)
+        self.fused = use_fused_kernels()
+
+    def construct(self, x):
+        q, k, v = mint.chunk(self.qkv(x), 3, dim=-1)
+        q, k, v = split_heads(q, self.num_heads), split_heads(k, self.num_heads), split_heads(v, self.num_heads)
+        return self.proj(merge_heads(attention(q, k, v, None, self.fused)))
+
+
+class CrossAttention(nn.Cell):
+    """Attention from video tokens to the text context; padded text tokens (mask 0) get no weight.
+
+    The output projection starts at zero so that a fresh block is an identity map."""
+
+    def __init__(self, dim, num_heads):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"model width {dim} is not divisible by the number of heads {num_heads}")
+        self.num_heads = num_heads
+        self.q = Linear(dim, dim, bias=False)
+        self.kv = Linear(dim, 2 * dim, bias=False)
+        self.proj = zero_init_(Linear(dim, dim, bias=False))
+        self.fused = use_fused_kernels()
+
+    def construct(self, x, context, context_mask):
+        q = split_heads(self.q(x), self.num_heads)
+        k, v = mint.chunk(self.kv(context), 2, dim=-1)
+        k, v = split_heads(k, self.num_heads), split_heads(v, self.num_heads)
+        return self.proj(merge_heads(attention(q, k, v, context_mask, self.fused)))
+
+
+class SwiGLU(nn.Cell):
+    """LLaMa feed-forward: w2(silu(w1 x) * w3 x), with w1 and w3 fused into one projection."""
+
+    def __init__(self, dim, hidden_dim):
+        super().__init__()
+        self.w13 = Linear(dim, 2 * hidden_dim, bias=False)
+        self.w2 = Linear(hidden_dim, dim, bias=False)
+
+    def construct(self, x):
+        gate, up = mint.chunk(self.w13(x), 2, dim=-1)
+        return self.w2(mint.nn.functional.silu(gate) * up)

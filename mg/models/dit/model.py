@@ -1,0 +1,109 @@
+"""The Movie Gen transformer: a LLaMa3 block changed three ways (cross-attention to text, adaLN timestep
+modulation, bidirectional attention), over 1x2x2 patches of TAE latents with factorized positional tables added to
+the input of every block.
+
+    latents (B, C, T, H, W) --patchify--> tokens (B, N, D)
+    for each block: x += PE; x += gate1 * SelfAttn(mod(RMSNorm(x))); x += CrossAttn(RMSNorm(x), text);
+                    x += gate2 * SwiGLU(mod(RMSNorm(x)))
+    final adaLN + zero-initialised projection --unpatchify--> velocity (B, C, T, H, W)
+"""
+import mindspore as ms
+from mindspore import Parameter, mint, nn
+from mindspore.common.initializer import Zero, initializer
+
+from mg.models.dit.config import DiTConfig
+from mg.models.dit.embeddings import (FactorizedPositionEmbedding, PatchEmbed3D, TextProjector, TimestepEmbedder,
+                                      unpatchify)
+from mg.models.dit.layers import CrossAttention, Linear, RMSNorm, SelfAttention, SwiGLU, zero_init_
+
+COMPUTE_DTYPES = {"fp32": ms.float32, "bf16": ms.bfloat16}
+
+
+def modulate(x, shift, scale):
+    return x * (1 + scale) + shift
+
+
+class TransformerBlock(nn.Cell):
+    """One block. `modulation` (B, 6, D) comes from the timestep; the block adds its own learned (6, D) table."""
+
+    def __init__(self, dim, ffn_dim, num_heads, eps):
+        super().__init__()
+        self.attn_norm = RMSNorm(dim, eps)
+        self.attn = SelfAttention(dim, num_heads)
+        self.cross_norm = RMSNorm(dim, eps)
+        self.cross_attn = CrossAttention(dim, num_heads)
+        self.ffn_norm = RMSNorm(dim, eps)
+        self.ffn = SwiGLU(dim, ffn_dim)
+        self.modulation_table = Parameter(initializer(Zero(), (6, dim), ms.float32), name="modulation_table")
+
+    def construct(self, x, pos, modulation, context, context_mask):
+        x = x + pos
+        mod = modulation + self.modulation_table.astype(modulation.dtype)
+        shift_attn, scale_attn, gate_attn, shift_ffn, scale_ffn, gate_ffn = mint.chunk(mod, 6, dim=1)
+        x = x + gate_attn * self.attn(modulate(self.attn_norm(x), shift_attn, scale_attn))
+        x = x + self.cross_attn(self.cross_norm(x), context, context_mask)
+        return x + gate_ffn * self.ffn(modulate(self.ffn_norm(x), shift_ffn, scale_ffn))
+
+
+class FinalLayer(nn.Cell):
+    """adaLN-modulated norm and a zero-initialised projection to patch values."""
+
+    def __init__(self, dim, out_dim, eps):
+        super().__init__()
+        self.norm = RMSNorm(dim, eps)
+        self.modulation = zero_init_(Linear(dim, 2 * dim))
+        self.proj = zero_init_(Linear(dim, out_dim))
+
+    def construct(self, x, t_emb):
+        shift, scale = mint.chunk(self.modulation(mint.nn.functional.silu(t_emb))[:, None, :], 2, dim=-1)
+        return self.proj(modulate(self.norm(x), shift, scale))
+
+
+class MovieGenDiT(nn.Cell):
+    """Predicts the flow-matching velocity of latents `x` (B, C, T, H, W) at times `t` (B,) given text.
+
+    `text_embs` / `text_masks` are tuples with one (B, L_i, C_i) embedding and one (B, L_i) mask (1 = token,
+    0 = padding) per configured text encoder, in `config.text_encoders` order.
+    """
+
+    def __init__(self, config: DiTConfig):
+        super().__init__()
+        self.config = config
+        d = config.dim
+        self.compute_dtype = COMPUTE_DTYPES[config.dtype]
+        self.patch_size = tuple(config.patch_size)  # plain attributes: graph mode cannot read the dataclass
+        self.out_channels = config.in_channels
+        self.patch_embed = PatchEmbed3D(config.in_channels, d, config.patch_size)
+        self.pos_embed = FactorizedPositionEmbedding(d, config.max_t, config.max_h, config.max_w)
+        self.t_embedder = TimestepEmbedder(d, config.timestep_frequency_dim)
+        # One projection from the timestep embedding to the six modulation vectors, shared by all blocks.
+        self.t_modulation = zero_init_(Linear(d, 6 * d))
+        self.text_projector = TextProjector(config.text_encoders, d)
+        self.blocks = nn.CellList([TransformerBlock(d, config.ffn_dim, config.num_heads, config.norm_eps)
+                                   for _ in range(config.depth)])
+        pt, ph, pw = config.patch_size
+        self.final = FinalLayer(d, pt * ph * pw * config.in_channels, config.norm_eps)
+        if config.recompute_every > 0:
+            for i in range(0, config.depth, config.recompute_every):
+                self.blocks[i].recompute()
+
+    def patch_grid(self, shape):
+        """The (t, h, w) patch grid of a latent shape (.., T, H, W); raises if the patch does not divide it."""
+        t, h, w = shape[-3:]
+        pt, ph, pw = self.patch_size
+        if t % pt or h % ph or w % pw:
+            raise ValueError(f"latent (T, H, W) = {(t, h, w)} is not divisible by the patch size {(pt, ph, pw)}")
+        return t // pt, h // ph, w // pw
+
+    def construct(self, x, t, text_embs, text_masks):
+        grid = self.patch_grid(x.shape)
+        tokens = self.patch_embed(x).astype(self.compute_dtype)
+        pos = self.pos_embed(grid).astype(self.compute_dtype)
+        t_emb = self.t_embedder(t).astype(self.compute_dtype)
+        modulation = self.t_modulation(mint.nn.functional.silu(t_emb)).reshape(t_emb.shape[0], 6, -1)
+        context, context_mask = self.text_projector(text_embs, text_masks)
+        context = context.astype(self.compute_dtype)
+        for block in self.blocks:
+            tokens = block(tokens, pos, modulation, context, context_mask)
+        out = self.final(tokens, t_emb)
+        return unpatchify(out, grid, self.patch_size, self.out_channels).astype(ms.float32)

@@ -1,0 +1,160 @@
+import mindspore as ms
+import numpy as np
+import pytest
+from mindspore import nn
+
+from mg.models.dit import MovieGenDiT, dit_config, expand_position_tables, parameter_count
+from mg.schedulers import FlowMatching
+from mg.training.train_step import FlowMatchingTrainStep
+
+from dit.helpers import random_model, text_inputs, tiny_config
+
+
+@pytest.mark.parametrize("shape", [(1, 4, 1, 8, 8),      # image, square
+                                   (2, 4, 1, 6, 10),     # image, wide
+                                   (2, 4, 3, 10, 6),     # video, tall
+                                   (1, 4, 4, 4, 12)])    # video, very wide, max length
+def test_output_shape_matches_input_for_images_and_videos(shape):
+    model = random_model()
+    rng = np.random.default_rng(0)
+    x = ms.Tensor(rng.standard_normal(shape).astype(np.float32))
+    t = ms.Tensor(rng.random(shape[0]).astype(np.float32))
+    embs, masks = text_inputs(shape[0], [[5, 2][:shape[0]], [1, 6][:shape[0]]], rng)
+    out = model(x, t, embs, masks).asnumpy()
+    assert out.shape == shape
+    assert np.isfinite(out).all() and np.abs(out).max() > 0
+
+
+def test_latent_not_divisible_by_patch_is_refused():
+    model = random_model()
+    rng = np.random.default_rng(0)
+    embs, masks = text_inputs(1, [[3], [3]], rng)
+    with pytest.raises(ValueError, match="not divisible by the patch size"):
+        model(ms.Tensor(np.zeros((1, 4, 1, 7, 8), np.float32)), ms.Tensor(np.zeros(1, np.float32)), embs, masks)
+
+
+def test_grid_larger_than_positional_tables_is_refused():
+    model = random_model()
+    rng = np.random.default_rng(0)
+    embs, masks = text_inputs(1, [[3], [3]], rng)
+    with pytest.raises(ValueError, match="exceeds the positional tables"):
+        model(ms.Tensor(np.zeros((1, 4, 5, 4, 4), np.float32)), ms.Tensor(np.zeros(1, np.float32)), embs, masks)
+
+
+def test_padded_text_tokens_do_not_change_the_output():
+    model = random_model(seed=1)
+    rng = np.random.default_rng(1)
+    x = ms.Tensor(rng.standard_normal((2, 4, 2, 4, 4)).astype(np.float32))
+    t = ms.Tensor(np.array([0.2, 0.9], np.float32))
+    embs, masks = text_inputs(2, [[3, 5], [0, 2]], rng)  # sample 0 has no ByT5 tokens at all
+    before = model(x, t, embs, masks).asnumpy()
+
+    changed = []
+    for emb, mask in zip(embs, masks):
+        e = emb.asnumpy().copy()
+        e[mask.asnumpy() == 0] = rng.standard_normal(e[mask.asnumpy() == 0].shape) * 10
+        changed.append(ms.Tensor(e))
+    after = model(x, t, tuple(changed), masks).asnumpy()
+    np.testing.assert_allclose(after, before, rtol=1e-5, atol=1e-6)
+
+    # ...while changing a real token does change it (the test can fail).
+    e = embs[0].asnumpy().copy()
+    e[0, 0] += 1.0
+    moved = model(x, t, (ms.Tensor(e), embs[1]), masks).asnumpy()
+    assert np.abs(moved[0] - before[0]).max() > 1e-4
+
+
+def test_fresh_model_outputs_zeros_then_every_parameter_learns():
+    model = MovieGenDiT(tiny_config(max_t=2, max_h=2, max_w=3))  # tables exactly cover the grid below
+    rng = np.random.default_rng(0)
+    x1 = ms.Tensor(rng.standard_normal((2, 4, 2, 4, 6)).astype(np.float32))
+    t = ms.Tensor(np.array([0.3, 0.6], np.float32))
+    embs, masks = text_inputs(2, [[5, 3], [4, 6]], rng)
+    assert np.abs(model(x1, t, embs, masks).asnumpy()).max() == 0.0
+
+    gates = [b.modulation_table for b in model.blocks] + [model.t_modulation.weight, model.final.proj.weight]
+    assert all(np.abs(g.asnumpy()).max() == 0.0 for g in gates)
+
+    flow = FlowMatching()
+    optimizer = nn.AdamWeightDecay(model.trainable_params(), learning_rate=1e-2, weight_decay=0.0)
+    grad_fn = ms.value_and_grad(lambda *a: flow.loss(model, *a), None, optimizer.parameters)
+    touched = {p.name: False for p in optimizer.parameters}
+    for _ in range(4):
+        x0 = ms.Tensor(flow.sample_noise(x1.shape, rng))
+        _, grads = grad_fn(x1, x0, t, embs, masks)
+        for p, g in zip(optimizer.parameters, grads):
+            touched[p.name] |= bool(np.abs(g.asnumpy()).max() > 0)
+        optimizer(grads)
+    assert np.abs(model(x1, t, embs, masks).asnumpy()).max() > 0
+    assert [name for name, ok in touched.items() if not ok] == []
+
+
+def test_parameter_count_of_built_model_matches_formula():
+    config = tiny_config()
+    model = MovieGenDiT(config)
+    assert sum(p.size for p in model.get_parameters()) == parameter_count(config)
+
+
+@pytest.mark.slow
+def test_1b_preset_builds_with_the_counted_parameters():
+    config = dit_config("1B")
+    model = MovieGenDiT(config)
+    assert sum(p.size for p in model.get_parameters()) == parameter_count(config)
+    assert 0.9e9 < parameter_count(config) < 1.1e9
+
+
+@pytest.mark.parametrize("preset, expected", [("5B", 4.9e9), ("30B", 2.93e10)])
+def test_large_preset_counts_match_the_design(preset, expected):
+    assert abs(parameter_count(dit_config(preset)) / expected - 1) < 0.03
+
+
+def test_unknown_preset_and_bad_sizes_are_refused():
+    with pytest.raises(ValueError, match="unknown transformer preset"):
+        dit_config("2B")
+    with pytest.raises(ValueError, match="not divisible by num_heads"):
+        dit_config("tiny", dim=30, num_heads=4)
+    with pytest.raises(ValueError, match="unknown DiTConfig fields"):
+        dit_config("tiny", widht=3)
+
+
+def test_stage1_checkpoint_loads_into_stage2_model_after_expansion():
+    stage1 = random_model(max_t=1, max_h=3, max_w=3)
+    params = {p.name: p.asnumpy() for p in stage1.get_parameters()}
+    expanded = expand_position_tables(params, max_t=4, max_h=6, max_w=6)
+    stage2 = MovieGenDiT(tiny_config(max_t=4, max_h=6, max_w=6))
+    for p in stage2.get_parameters():
+        assert expanded[p.name].shape == p.shape, p.name
+        p.set_data(ms.Tensor(expanded[p.name]))
+
+    h_old, h_new = params["pos_embed.table_h"], expanded["pos_embed.table_h"]
+    np.testing.assert_allclose(h_new[[0, -1]], h_old[[0, -1]], rtol=1e-6)   # interpolation keeps the ends
+    np.testing.assert_allclose(h_new[1], h_old[0] * 0.6 + h_old[1] * 0.4, rtol=1e-5)  # row 1 sits at 0.4
+    t_new = expanded["pos_embed.table_t"]
+    np.testing.assert_array_equal(t_new[0], params["pos_embed.table_t"][0])  # images keep their time row
+
+    # An image at stage-1 size sees the same temporal row; the expanded model runs on video grids.
+    rng = np.random.default_rng(0)
+    embs, masks = text_inputs(1, [[3], [2]], rng)
+    out = stage2(ms.Tensor(rng.standard_normal((1, 4, 4, 12, 12)).astype(np.float32)),
+                 ms.Tensor(np.array([0.5], np.float32)), embs, masks)
+    assert out.shape == (1, 4, 4, 12, 12)
+    with pytest.raises(ValueError, match="cannot shrink"):
+        expand_position_tables(expanded, max_t=4, max_h=3, max_w=6)
+
+
+def test_recompute_gives_the_same_loss_and_gradients():
+    rng = np.random.default_rng(0)
+    x1 = ms.Tensor(rng.standard_normal((1, 4, 2, 4, 4)).astype(np.float32))
+    x0 = ms.Tensor(rng.standard_normal((1, 4, 2, 4, 4)).astype(np.float32))
+    t = ms.Tensor(np.array([0.4], np.float32))
+    embs, masks = text_inputs(1, [[3], [2]], rng)
+    results = []
+    for every in (0, 1):
+        model = random_model(seed=3, recompute_every=every)
+        flow = FlowMatching()
+        loss, grads = ms.value_and_grad(lambda *a: flow.loss(model, *a), None, model.trainable_params())(
+            x1, x0, t, embs, masks)
+        results.append((float(loss.asnumpy()), [g.asnumpy() for g in grads]))
+    assert results[0][0] == pytest.approx(results[1][0], rel=1e-6)
+    for a, b in zip(results[0][1], results[1][1]):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
