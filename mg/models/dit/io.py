@@ -1,0 +1,77 @@
+"""Saving and loading transformer weights.
+
+A DiT checkpoint is a checkpoint of mg.training.checkpoint (safetensors + JSON sidecar) whose metadata holds
+`dit_config` (the DiTConfig fields). Its tensors are either the bare parameters (an exported model) or training
+namespaces `model/...`, `ema/...`, `optimizer/...`; loading for sampling prefers the EMA weights. Positional tables
+smaller than the target model's are expanded (the stage-growth rule of `expand_position_tables`), so a stage-N
+checkpoint loads into a stage-N+1 model.
+"""
+from dataclasses import asdict, replace
+
+import numpy as np
+
+from mg.models.dit.config import DiTConfig
+from mg.models.dit.embeddings import expand_position_tables
+from mg.models.dit.model import MovieGenDiT
+from mg.training.checkpoint import CheckpointError, load_checkpoint, load_state_dict, save_checkpoint, state_dict
+
+TABLES = ("pos_embed.table_t", "pos_embed.table_h", "pos_embed.table_w")
+
+
+def config_to_dict(config):
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()}
+
+
+def config_from_dict(fields, source="checkpoint"):
+    try:
+        fields = dict(fields)
+        fields["patch_size"] = tuple(fields["patch_size"])
+        return DiTConfig(**fields)
+    except (TypeError, KeyError, ValueError) as err:
+        raise CheckpointError(f"{source}: 'dit_config' in its metadata is not a valid DiTConfig ({err})") from err
+
+
+def select_weights(tensors, prefer_ema=True, source="checkpoint"):
+    """The model parameters of a checkpoint: the `ema/` namespace if present (and preferred), else `model/`, else
+    the un-namespaced tensors."""
+    spaces = ("ema", "model") if prefer_ema else ("model",)
+    for space in spaces:
+        prefix = f"{space}/"
+        picked = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        if picked:
+            return picked
+    bare = {k: v for k, v in tensors.items() if "/" not in k}
+    if not bare:
+        raise CheckpointError(f"{source} holds no transformer weights (no 'ema/', 'model/' or bare names)")
+    return bare
+
+
+def load_dit_weights(model, weights, source="checkpoint"):
+    """Load parameters into `model`, growing positional tables that are smaller than the model's."""
+    sizes = {p.name: p.shape[0] for p in model.get_parameters() if p.name in TABLES}
+    if all(name in weights for name in TABLES) and any(weights[n].shape[0] < sizes[n] for n in TABLES):
+        weights = expand_position_tables(weights, sizes[TABLES[0]], sizes[TABLES[1]], sizes[TABLES[2]])
+    try:
+        return load_state_dict(model, weights)
+    except CheckpointError as err:
+        raise CheckpointError(f"{source}: {err}") from err
+
+
+def load_dit(path, prefer_ema=True, **config_overrides):
+    """Build a MovieGenDiT from a checkpoint (config from its metadata, fields overridable) and load its weights."""
+    tensors, metadata = load_checkpoint(path)
+    if "dit_config" not in metadata:
+        raise CheckpointError(f"checkpoint {path} has no 'dit_config' in its metadata: not a transformer checkpoint")
+    config = replace(config_from_dict(metadata["dit_config"], str(path)), **config_overrides)
+    model = MovieGenDiT(config)
+    load_dit_weights(model, select_weights(tensors, prefer_ema, str(path)), str(path))
+    model.set_train(False)
+    return model
+
+
+def save_dit(model, path_stem, metadata=None, overwrite=False):
+    """Export the model's parameters with its configuration (a checkpoint `load_dit` reads)."""
+    meta = dict(metadata or {})
+    meta["dit_config"] = config_to_dict(model.config)
+    return save_checkpoint(path_stem, {k: np.asarray(v) for k, v in state_dict(model).items()}, meta,
+                           overwrite=overwrite)
