@@ -55,3 +55,32 @@ def test_tiny_model_overfits_one_pair(jit):
         step(x1_batch, x0, ms.Tensor(flow.sample_t(batch, rng)), embs, masks)
     after = flow.validation_loss(model, validation, num_t=8, seed=1)
     assert before / after > 10, (before, after)
+
+
+@pytest.mark.parametrize("jit", [True, False], ids=["graph", "pynative"])
+def test_accumulating_two_half_batches_equals_one_full_batch(jit):
+    rng = np.random.default_rng(0)
+    flow = FlowMatching()
+    x1 = rng.standard_normal((4, 4, 1, 4, 4)).astype(np.float32)
+    x0 = flow.sample_noise(x1.shape, rng)
+    t = flow.sample_t(4, rng)
+    embs, masks = text_inputs(4, [[4, 2, 3, 1], [3, 0, 6, 2]], rng)
+    weights = {}
+    for accumulation in (1, 2):
+        ms.set_seed(0)
+        model = MovieGenDiT(tiny_config(max_t=1, max_h=2, max_w=2))
+        optimizer = build_adamw(model.trainable_params(), lr=1e-2, weight_decay=0.1)
+        step = FlowMatchingTrainStep(model, optimizer, flow, jit=jit, accumulation_steps=accumulation,
+                                     clip_grad_norm=1.0)
+        for _ in range(2):  # two optimizer updates
+            if accumulation == 1:
+                step(ms.Tensor(x1), ms.Tensor(x0), ms.Tensor(t), embs, masks)
+            else:
+                for half in (slice(0, 2), slice(2, 4)):
+                    step(ms.Tensor(x1[half]), ms.Tensor(x0[half]), ms.Tensor(t[half]),
+                         tuple(ms.Tensor(e.asnumpy()[half]) for e in embs),
+                         tuple(ms.Tensor(m.asnumpy()[half]) for m in masks))
+        weights[accumulation] = {p.name: p.asnumpy() for p in model.trainable_params()}
+    moved = [n for n in weights[1] if np.abs(weights[1][n] - weights[2][n]).max() > 2e-5]
+    assert moved == []
+    assert int(optimizer.global_step.asnumpy().item()) == 2
