@@ -1,0 +1,78 @@
+"""Generate videos (or images, --sample.num_frames 1) from text with a trained Movie Gen model.
+
+    python inference.py --config configs/inference/toy.yaml --prompts "a red circle moving left, 8 fps" \
+        --output_path out/ [--prompts_file prompts.txt|.csv] [--sample.seed 1] [--sample.num_steps 50] \
+        [--sample.guidance_scale 7.5] [--sample.schedule linear] [--output.formats '[mp4, gif]']
+
+Options: `model.*` are the arguments of mg.pipelines.load_pipeline (checkpoints, text encoders or cached
+embeddings), `sample.*` those of MovieGenPipeline.generate (size, frames, fps, steps, schedule, guidance, negative
+prompt, seed, batch size, tiled decoding), `output.*` how files are written. `--help` lists them all.
+The resolved configuration and a log with per-video timing are written into the output folder.
+"""
+import logging
+from pathlib import Path
+from typing import List, Optional
+
+import mg  # noqa: F401  (quiet logging before mindspore loads)
+from jsonargparse import ActionConfigFile, ArgumentParser
+
+from mg.pipelines import load_pipeline
+from mg.pipelines.outputs import FORMATS, check_formats, free_stem
+from mg.pipelines.prompt_files import read_prompts
+from mg.pipelines.text_to_video import MovieGenPipeline, check_options
+
+_logger = logging.getLogger("inference")
+
+
+def write_options(formats: List[str] = ["mp4"], save_latents: bool = False, overwrite: bool = False):
+    """How results are written.
+
+    Args:
+        formats: any of mp4, gif, png (a folder of frames; a single PNG for an image).
+        save_latents: also write the sampled latents (<name>.latent.safetensors).
+        overwrite: replace files of the same name instead of numbering the new ones.
+    """
+
+
+def build_parser():
+    parser = ArgumentParser(description=__doc__.split("\n")[0], prog="inference.py")
+    parser.add_argument("--config", action=ActionConfigFile, help="YAML file with any of the options below")
+    parser.add_argument("--prompts", type=str, nargs="+", default=None, help="prompts to generate")
+    parser.add_argument("--prompts_file", type=Optional[str], default=None, help=".txt (one per line) or .csv file")
+    parser.add_argument("--output_path", type=str, default="output", help="folder for the videos")
+    parser.add_function_arguments(load_pipeline, "model")
+    parser.add_method_arguments(MovieGenPipeline, "generate", "sample", skip={"prompts", "progress"})
+    parser.add_function_arguments(write_options, "output")
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    cfg = parser.parse_args(argv)
+    prompts = list(cfg.prompts or [])
+    if cfg.prompts_file:
+        prompts += read_prompts(cfg.prompts_file)
+    if not prompts:
+        parser.error("give --prompts and/or --prompts_file")
+    sample = dict(cfg.sample)
+    check_options(sample["num_frames"], sample["fps"], sample["num_steps"], sample["schedule"],
+                  sample["guidance_scale"], sample["batch_size"])
+    check_formats(cfg.output.formats)
+    out = Path(cfg.output_path)
+    out.mkdir(parents=True, exist_ok=True)
+    config_name = free_stem(out, "inference_config", [".yaml"], overwrite=False) + ".yaml"
+    parser.save(cfg, str(out / config_name), skip_none=False, skip_check=True)
+    handler = logging.FileHandler(out / "inference.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+
+    pipeline = load_pipeline(**dict(cfg.model))
+    paths = pipeline.generate_files(prompts, str(out), tuple(cfg.output.formats), cfg.output.save_latents,
+                                    cfg.output.overwrite, progress=True, **sample)
+    _logger.info("wrote %d files to %s (config: %s)", len(paths), out, config_name)
+    return paths
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    main()

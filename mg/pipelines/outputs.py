@@ -1,0 +1,85 @@
+"""Writing generated videos: file names from prompt and seed, never replacing an existing file unless asked;
+mp4 (mp4v), gif, or a folder of PNG frames (a single PNG for an image); optional latents (safetensors)."""
+import re
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from safetensors.numpy import save_file
+
+from mg.models.tae.media import to_uint8_frames, write_video
+
+FORMATS = ("mp4", "gif", "png")
+
+
+def slugify(prompt: str, max_length: int = 60) -> str:
+    """A file-name-safe stem from a prompt: lower case words joined by '-', cut at `max_length` characters."""
+    slug = re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-")[:max_length].rstrip("-")
+    return slug or "empty-prompt"
+
+
+def check_formats(formats):
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise ValueError(f"unknown output format(s) {unknown}; choose from {FORMATS}")
+
+
+def free_stem(folder: Path, stem: str, suffixes, overwrite: bool) -> str:
+    """`stem`, or `stem-1`, `stem-2`, ... the first for which no output file exists (unless overwrite)."""
+    candidate, n = stem, 0
+    while not overwrite and any((folder / (candidate + s)).exists() for s in suffixes):
+        n += 1
+        candidate = f"{stem}-{n}"
+    return candidate
+
+
+def _write_gif(path, frames, fps):
+    images = [Image.fromarray(f) for f in frames]
+    images[0].save(path, save_all=True, append_images=images[1:], duration=int(round(1000 / fps)), loop=0)
+
+
+def _write_png_frames(path, frames):
+    if len(frames) == 1:
+        write_video(path.with_suffix(".png"), frames, 1)
+        return path.with_suffix(".png")
+    folder = path.with_suffix("")
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, frame in enumerate(frames):
+        write_video(folder / f"{i:04d}.png", frame[None], 1)
+    return folder
+
+
+def _suffixes(formats, num_frames, save_latents):
+    out = []
+    for fmt in formats:
+        out.append(".png" if fmt == "png" and num_frames == 1 else ("" if fmt == "png" else f".{fmt}"))
+    return out + ([".latent.safetensors"] if save_latents else [])
+
+
+def save_video(folder, prompt, seed, video, fps, formats=("mp4",), latent=None, overwrite=False, metadata=None):
+    """Write one video (3, T, H, W) in [-1, 1] as `<slug>_seed<seed>.<fmt>` for each format, and its latent if
+    given; return the written paths. One-frame videos in mp4 format are written as PNG images.
+    """
+    check_formats(formats)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    frames = to_uint8_frames(video)
+    formats = list(dict.fromkeys("png" if (f == "mp4" and len(frames) == 1) else f for f in formats))
+    stem = free_stem(folder, f"{slugify(prompt)}_seed{seed}", _suffixes(formats, len(frames), latent is not None),
+                     overwrite)
+    base = folder / stem
+    paths = []
+    for fmt in formats:
+        if fmt == "mp4":
+            paths.append(write_video(base.with_suffix(".mp4"), frames, fps))
+        elif fmt == "gif":
+            _write_gif(base.with_suffix(".gif"), frames, fps)
+            paths.append(base.with_suffix(".gif"))
+        else:
+            paths.append(_write_png_frames(base, frames))
+    if latent is not None:
+        path = folder / (stem + ".latent.safetensors")
+        meta = {"prompt": prompt, "seed": str(seed), "fps": str(fps), **{k: str(v) for k, v in (metadata or {}).items()}}
+        save_file({"latent": np.ascontiguousarray(latent, np.float32)}, str(path), metadata=meta)
+        paths.append(path)
+    return paths

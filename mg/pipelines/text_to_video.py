@@ -1,0 +1,197 @@
+"""Text-to-video (and text-to-image) sampling: prompts -> Gaussian noise -> Euler + CFG on the DiT's velocity ->
+TAE decode. The pipeline only orchestrates; the math lives in the model, the sampler and the TAE."""
+import logging
+import time
+from dataclasses import dataclass
+from typing import Dict, List, Optional
+
+import numpy as np
+from mindspore import Tensor
+from tqdm.auto import tqdm
+
+from mg.pipelines.outputs import check_formats, save_video
+from mg.pipelines.sizes import resolve_size
+from mg.pipelines.text import TextConditioner
+from mg.schedulers import EulerSampler
+
+_logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Generation:
+    """One batch of results. videos: float32 (B, 3, T, H, W) in [-1, 1]; latents: the sampled (scaled) DiT
+    latents (B, C, T', h, w); seconds: wall-clock time per video (sampling + decoding)."""
+    prompts: List[str]
+    seeds: List[int]
+    videos: np.ndarray
+    latents: np.ndarray
+    fps: Optional[float]
+    seconds: float
+
+
+def initial_noise(seed: int, shape) -> np.ndarray:
+    """Standard normal float32 noise from NumPy's default_rng(seed): the same seed gives the same video."""
+    return np.random.default_rng(seed).standard_normal(shape, dtype=np.float32)
+
+
+def check_options(num_frames, fps, num_steps, schedule, guidance_scale, batch_size) -> EulerSampler:
+    """Validate the model-independent sampling options (cheap: call it before loading models); return the sampler."""
+    for name, value in (("num_frames", num_frames), ("num_steps", num_steps), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if not fps > 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    return EulerSampler(num_steps, schedule, guidance_scale)
+
+
+class MovieGenPipeline:
+    """Samples videos from a MovieGenDiT and decodes them with a TemporalAutoencoder.
+
+        pipe = MovieGenPipeline(dit, tae, TextConditioner(dit.config.text_encoders, encoders={...}))
+        result = pipe(["a red circle moving left, 8 fps"], num_frames=17, height=64, width=64, fps=8)
+        result.videos   # (1, 3, 17, 64, 64) in [-1, 1]
+    """
+
+    def __init__(self, dit, tae, text: TextConditioner):
+        if dit.config.in_channels != tae.config.latent_channels:
+            raise ValueError(f"the DiT works on {dit.config.in_channels}-channel latents but the TAE makes "
+                             f"{tae.config.latent_channels}: they were not trained together")
+        if list(text.widths) != list(dit.config.text_encoders):
+            raise ValueError(f"text conditioning serves {list(text.widths)} but the DiT expects "
+                             f"{list(dit.config.text_encoders)}")
+        self.dit, self.tae, self.text = dit, tae, text
+        self.dit.set_train(False)
+        self.tae.set_train(False)
+
+    # ---- shapes ------------------------------------------------------------------------------------------------
+    @property
+    def size_multiple(self):
+        """Height and width must be multiples of this: the TAE's spatial compression times the DiT's patch."""
+        patch = self.dit.config.patch_size
+        return self.tae.config.spatial_compression * int(np.lcm(patch[1], patch[2]))
+
+    def latent_shape(self, num_frames, height, width):
+        """(C, T', h, w) of the latent for a num_frames x height x width video; raises if the model cannot make it."""
+        f = self.tae.config.spatial_compression
+        shape = (self.dit.config.in_channels, self.tae.latent_frames(num_frames), height // f, width // f)
+        grid = self.dit.patch_grid(shape)
+        limits = (self.dit.config.max_t, self.dit.config.max_h, self.dit.config.max_w)
+        if any(g > m for g, m in zip(grid, limits)):
+            raise ValueError(f"{num_frames} frames at {height}x{width} make a patch grid (t, h, w) = {grid}; the "
+                             f"model's positional tables hold at most {limits}")
+        return shape
+
+    # ---- sampling ----------------------------------------------------------------------------------------------
+    def generate(self, prompts: List[str], num_frames: int = 17, height: Optional[int] = None,
+                 width: Optional[int] = None, aspect_ratio: Optional[str] = "1:1", resolution: Optional[int] = 256,
+                 fps: float = 16, num_steps: int = 50, schedule: str = "linear_quadratic",
+                 guidance_scale: float = 7.5, negative_prompt: str = "", seed: int = 0, batch_size: int = 1,
+                 tiled_decode: bool = True, progress: bool = True):
+        """Yield a `Generation` per batch of prompts.
+
+        Args:
+            prompts: captions, one video each.
+            num_frames: frames per video; 1 makes an image.
+            height: output height in pixels (with width); overrides aspect_ratio and resolution.
+            width: output width in pixels.
+            aspect_ratio: "width:height", used with resolution when height/width are not given.
+            resolution: the short side in pixels, used with aspect_ratio.
+            fps: frame rate: the "FPS-<n>" prompt prefix and the output files' rate (images get no prefix).
+            num_steps: Euler steps.
+            schedule: t-schedule, "linear_quadratic" (Movie Gen) or "linear".
+            guidance_scale: classifier-free guidance weight (1 = no guidance, one model call per step).
+            negative_prompt: the unconditional prompt ("" = the null condition used in training).
+            seed: each prompt's noise comes from NumPy default_rng(seed): same seed, same video.
+            batch_size: prompts sampled together.
+            tiled_decode: decode with overlapping temporal tiles (bounded memory for long videos).
+            progress: show progress bars over prompts and steps.
+        """
+        if isinstance(prompts, str) or not prompts or not all(isinstance(p, str) for p in prompts):
+            raise ValueError("prompts must be a non-empty list of strings")
+        sampler = check_options(num_frames, fps, num_steps, schedule, guidance_scale, batch_size)
+        height, width = resolve_size(height, width, aspect_ratio, resolution, self.size_multiple)
+        shape = self.latent_shape(num_frames, height, width)
+        prompt_fps = fps if num_frames > 1 else None
+        bar = tqdm(total=len(prompts), desc="videos", unit="video", disable=not progress)
+        for start in range(0, len(prompts), batch_size):
+            batch = list(prompts[start:start + batch_size])
+            began = time.perf_counter()
+            noise = np.stack([initial_noise(seed, shape) for _ in batch])
+            cond = self.text.encode(batch, prompt_fps)
+            uncond = self.text.encode_negative(negative_prompt, len(batch), prompt_fps) if guidance_scale != 1 else None
+            latents = sampler.sample(self.dit, noise, _tensors(cond), _tensors(uncond), progress=progress)
+            videos = np.stack([self.decode(latents[i:i + 1], num_frames, tiled_decode)[0] for i in range(len(batch))])
+            seconds = (time.perf_counter() - began) / len(batch)
+            for prompt in batch:
+                _logger.info("%.1f s/video  %dx%dx%d  seed %d  %r", seconds, num_frames, height, width, seed, prompt)
+            bar.update(len(batch))
+            yield Generation(batch, [seed] * len(batch), videos, latents.asnumpy(), prompt_fps, seconds)
+        bar.close()
+
+    def decode(self, latents, num_frames, tiled=True):
+        """Scaled DiT latents (B, C, T', h, w) -> float32 video (B, 3, num_frames, H, W) clipped to [-1, 1]."""
+        latents = latents if isinstance(latents, Tensor) else Tensor(np.asarray(latents, np.float32))
+        video = self.tae.decode(self.tae.unscale_latent(latents), num_frames, tiled=tiled).asnumpy()
+        return np.clip(video, -1.0, 1.0)
+
+    def __call__(self, prompts: List[str], **options) -> Generation:
+        """All prompts at once (options as in `generate`); results in prompt order."""
+        parts = list(self.generate(prompts, **options))
+        return Generation([p for g in parts for p in g.prompts], [s for g in parts for s in g.seeds],
+                          np.concatenate([g.videos for g in parts]), np.concatenate([g.latents for g in parts]),
+                          parts[0].fps, float(np.mean([g.seconds for g in parts])))
+
+    def generate_files(self, prompts: List[str], output_path: str, formats: tuple = ("mp4",),
+                       save_latents: bool = False, overwrite: bool = False, **options) -> List:
+        """Sample (options as in `generate`) and write each video as soon as its batch is done; return the paths.
+
+        Files are named `<prompt slug>_seed<seed>.<format>`; an existing file is never replaced unless overwrite
+        (a numbered name is used instead).
+        """
+        check_formats(formats)
+        paths = []
+        for result in self.generate(prompts, **options):
+            fps = result.fps or options.get("fps", 16)
+            for i, prompt in enumerate(result.prompts):
+                paths += save_video(output_path, prompt, result.seeds[i], result.videos[i], fps, formats,
+                                    result.latents[i] if save_latents else None, overwrite)
+        return paths
+
+
+def _tensors(pair):
+    if pair is None:
+        return None
+    embs, masks = pair
+    return tuple(Tensor(e) for e in embs), tuple(Tensor(m) for m in masks)
+
+
+def load_pipeline(dit_checkpoint: str, tae_checkpoint: str, text_encoder_paths: Optional[Dict[str, str]] = None,
+                  text_max_lengths: Optional[Dict[str, int]] = None,
+                  text_emb_folders: Optional[Dict[str, str]] = None) -> MovieGenPipeline:
+    """Build the pipeline from checkpoint files.
+
+    Args:
+        dit_checkpoint: transformer checkpoint (`<stem>.safetensors` with its `<stem>.json`, written by save_dit or
+            training; EMA weights preferred).
+        tae_checkpoint: TAE weights (`.safetensors` with its `.safetensors.json` config, written by save_tae).
+        text_encoder_paths: {kind: local Hugging Face-format folder} for encoders run on the fly.
+        text_max_lengths: {kind: tokens} for those encoders (use the lengths the model was trained with).
+        text_emb_folders: {kind: folder} of cached embeddings (docs/data.md), used instead of an encoder.
+    """
+    from mg.models.dit import load_dit
+    from mg.models.tae import load_tae
+    from mg.models.text_encoders import build_text_encoder
+
+    dit = load_dit(dit_checkpoint)
+    tae = load_tae(tae_checkpoint)
+    folders = dict(text_emb_folders or {})
+    encoders = {}
+    for kind in dit.config.text_encoders:
+        if kind in folders:
+            continue
+        paths, lengths = text_encoder_paths or {}, text_max_lengths or {}
+        if kind not in paths or kind not in lengths:
+            raise ValueError(f"the DiT in {dit_checkpoint} needs a {kind!r} text encoder: give "
+                             f"text_encoder_paths.{kind} and text_max_lengths.{kind}, or text_emb_folders.{kind}")
+        encoders[kind] = build_text_encoder(kind, paths[kind], lengths[kind])
+    return MovieGenPipeline(dit, tae, TextConditioner(dit.config.text_encoders, encoders, folders))
