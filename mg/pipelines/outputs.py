@@ -50,23 +50,25 @@ def _write_png_frames(path, frames):
 
 
 def _suffixes(formats, num_frames, save_latents):
-    out = []
-    for fmt in formats:
-        out.append(".png" if fmt == "png" and num_frames == 1 else ("" if fmt == "png" else f".{fmt}"))
+    out = [".png" if num_frames == 1 else "" if fmt == "png" else f".{fmt}" for fmt in formats]
     return out + ([".latent.safetensors"] if save_latents else [])
 
 
 def save_video(folder, prompt, seed, video, fps, formats=("mp4",), latent=None, overwrite=False, metadata=None):
     """Write one video (3, T, H, W) in [-1, 1] as `<slug>_seed<seed>.<fmt>` for each format, and its latent if
-    given; return the written paths. One-frame videos in mp4 format are written as PNG images.
+    given (video None: the latent only); return the written paths. A one-frame video is written as a PNG image
+    whatever the format.
     """
     check_formats(formats)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    frames = to_uint8_frames(video)
-    formats = list(dict.fromkeys("png" if (f == "mp4" and len(frames) == 1) else f for f in formats))
-    stem = free_stem(folder, f"{slugify(prompt)}_seed{seed}", _suffixes(formats, len(frames), latent is not None),
-                     overwrite)
+    frames = to_uint8_frames(video) if video is not None else None
+    if frames is None:
+        formats = []
+    elif len(frames) == 1:
+        formats = ["png"]
+    stem = free_stem(folder, f"{slugify(prompt)}_seed{seed}",
+                     _suffixes(formats, frames is not None and len(frames), latent is not None), overwrite)
     base = folder / stem
     paths = []
     for fmt in formats:

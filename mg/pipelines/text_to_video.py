@@ -19,7 +19,7 @@ _logger = logging.getLogger(__name__)
 
 @dataclass
 class Generation:
-    """One batch of results. videos: float32 (B, 3, T, H, W) in [-1, 1]; latents: the sampled (scaled) DiT
+    """One batch of results. videos: float32 (B, 3, T, H, W) in [-1, 1] (None if not decoded); latents: the sampled (scaled) DiT
     latents (B, C, T', h, w); seconds: wall-clock time per video (sampling + decoding)."""
     prompts: List[str]
     seeds: List[int]
@@ -86,7 +86,7 @@ class MovieGenPipeline:
                  width: Optional[int] = None, aspect_ratio: Optional[str] = "1:1", resolution: Optional[int] = 256,
                  fps: float = 16, num_steps: int = 50, schedule: str = "linear_quadratic",
                  guidance_scale: float = 7.5, negative_prompt: str = "", seed: int = 0, batch_size: int = 1,
-                 tiled_decode: bool = True, progress: bool = True):
+                 decode: bool = True, tiled_decode: bool = True, progress: bool = True):
         """Yield a `Generation` per batch of prompts.
 
         Args:
@@ -103,6 +103,7 @@ class MovieGenPipeline:
             negative_prompt: the unconditional prompt ("" = the null condition used in training).
             seed: each prompt's noise comes from NumPy default_rng(seed): same seed, same video.
             batch_size: prompts sampled together.
+            decode: decode the latents to videos (False: `videos` is None; latents only, to decode later).
             tiled_decode: decode with overlapping temporal tiles (bounded memory for long videos).
             progress: show progress bars over prompts and steps.
         """
@@ -120,7 +121,8 @@ class MovieGenPipeline:
             cond = self.text.encode(batch, prompt_fps)
             uncond = self.text.encode_negative(negative_prompt, len(batch), prompt_fps) if guidance_scale != 1 else None
             latents = sampler.sample(self.dit, noise, _tensors(cond), _tensors(uncond), progress=progress)
-            videos = np.stack([self.decode(latents[i:i + 1], num_frames, tiled_decode)[0] for i in range(len(batch))])
+            videos = (np.stack([self.decode(latents[i:i + 1], num_frames, tiled_decode)[0] for i in range(len(batch))])
+                      if decode else None)
             seconds = (time.perf_counter() - began) / len(batch)
             for prompt in batch:
                 _logger.info("%.1f s/video  %dx%dx%d  seed %d  %r", seconds, num_frames, height, width, seed, prompt)
@@ -138,7 +140,8 @@ class MovieGenPipeline:
         """All prompts at once (options as in `generate`); results in prompt order."""
         parts = list(self.generate(prompts, **options))
         return Generation([p for g in parts for p in g.prompts], [s for g in parts for s in g.seeds],
-                          np.concatenate([g.videos for g in parts]), np.concatenate([g.latents for g in parts]),
+                          None if parts[0].videos is None else np.concatenate([g.videos for g in parts]),
+                          np.concatenate([g.latents for g in parts]),
                           parts[0].fps, float(np.mean([g.seconds for g in parts])))
 
     def generate_files(self, prompts: List[str], output_path: str, formats: tuple = ("mp4",),
@@ -146,15 +149,16 @@ class MovieGenPipeline:
         """Sample (options as in `generate`) and write each video as soon as its batch is done; return the paths.
 
         Files are named `<prompt slug>_seed<seed>.<format>`; an existing file is never replaced unless overwrite
-        (a numbered name is used instead).
+        (a numbered name is used instead). Without decoding (decode=False) only the latents are written.
         """
         check_formats(formats)
         paths = []
         for result in self.generate(prompts, **options):
             fps = result.fps or options.get("fps", 16)
             for i, prompt in enumerate(result.prompts):
-                paths += save_video(output_path, prompt, result.seeds[i], result.videos[i], fps, formats,
-                                    result.latents[i] if save_latents else None, overwrite)
+                video = None if result.videos is None else result.videos[i]
+                latent = result.latents[i] if save_latents or video is None else None
+                paths += save_video(output_path, prompt, result.seeds[i], video, fps, formats, latent, overwrite)
         return paths
 
 
