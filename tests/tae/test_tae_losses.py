@@ -117,7 +117,10 @@ def test_tae_loss_combines_weighted_terms():
     mean[0, :, 0, 1, 1] += 30.0
     logvar = ms.Tensor(np.zeros_like(mean))
     cfg = TAELossConfig(l1_weight=2.0, kl_weight=0.5, opl_weight=10.0)
-    total, parts = TAELoss(cfg)(x, recon, ms.Tensor(mean), logvar)
+    loss = TAELoss(cfg)
+    total, parts = loss(x, recon, ms.Tensor(mean), logvar)
+    parts = dict(zip(loss.part_names, parts))
+    assert set(parts) == {"l1", "kl", "opl"}
     want = 2.0 * float(parts["l1"]) + 0.5 * float(parts["kl"]) + 10.0 * float(parts["opl"])
     assert float(total) == pytest.approx(want, rel=1e-5) and float(parts["opl"]) > 0
     with pytest.raises(ValueError, match="lpips_weights"):

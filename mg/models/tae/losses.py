@@ -185,13 +185,12 @@ def hinge_g_loss(logits_fake):
     return -logits_fake.mean()
 
 
-def disc_factor(step, disc_start):
-    """1.0 once the discriminator has started, else 0.0."""
-    return 1.0 if step >= disc_start else 0.0
-
-
 class TAELoss(nn.Cell):
-    """The generator (autoencoder) loss: weighted L1 + KL + LPIPS + OPL + adversarial; returns (total, parts)."""
+    """The generator (autoencoder) loss: weighted L1 + KL + LPIPS + OPL + adversarial.
+
+    Returns (total, parts) where parts is a tuple of the unweighted terms named by `part_names` (a tuple, so the loss
+    can run inside ms.jit). `adversarial` (0 or 1) switches the adversarial term on once the discriminator started.
+    """
 
     def __init__(self, cfg: TAELossConfig, discriminator=None):
         super().__init__()
@@ -201,20 +200,23 @@ class TAELoss(nn.Cell):
             if not cfg.lpips_weights:
                 raise ValueError("TAELossConfig: perceptual_weight > 0 needs lpips_weights (a safetensors file)")
             self.lpips = LPIPS().load_weights(cfg.lpips_weights)
-        self.discriminator = discriminator
         if cfg.disc_weight > 0 and discriminator is None:
             raise ValueError("TAELossConfig: disc_weight > 0 needs a discriminator")
+        self.discriminator = discriminator if cfg.disc_weight > 0 else None
+        self.part_names = ("l1", "kl") + (("lpips",) if self.lpips is not None else ()) + \
+            (("opl",) if cfg.opl_weight > 0 else ()) + (("g_adv",) if self.discriminator is not None else ())
 
     def construct(self, x, recon, mean, logvar, adversarial=0.0):
-        parts = {"l1": l1_loss(recon, x), "kl": kl_loss(mean, logvar)}
-        total = self.cfg.l1_weight * parts["l1"] + self.cfg.kl_weight * parts["kl"]
+        cfg = self.cfg
+        parts = (l1_loss(recon, x), kl_loss(mean, logvar))
+        total = cfg.l1_weight * parts[0] + cfg.kl_weight * parts[1]
         if self.lpips is not None:
-            parts["lpips"] = self.lpips(recon, x)
-            total = total + self.cfg.perceptual_weight * parts["lpips"]
-        if self.cfg.opl_weight > 0:
-            parts["opl"] = outlier_penalty_loss(mean, self.cfg.opl_r)
-            total = total + self.cfg.opl_weight * parts["opl"]
-        if self.discriminator is not None and self.cfg.disc_weight > 0:
-            parts["g_adv"] = hinge_g_loss(self.discriminator(recon))
-            total = total + adversarial * self.cfg.disc_weight * parts["g_adv"]
+            term = self.lpips(recon, x)
+            parts, total = parts + (term,), total + cfg.perceptual_weight * term
+        if cfg.opl_weight > 0:
+            term = outlier_penalty_loss(mean, cfg.opl_r)
+            parts, total = parts + (term,), total + cfg.opl_weight * term
+        if self.discriminator is not None:
+            term = hinge_g_loss(self.discriminator(recon))
+            parts, total = parts + (term,), total + adversarial * cfg.disc_weight * term
         return total, parts
