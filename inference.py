@@ -64,12 +64,19 @@ def main(argv=None):
     parser.save(cfg, str(out / config_name), skip_none=False, skip_check=True)
     handler = logging.FileHandler(out / "inference.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.getLogger().addHandler(handler)
-
-    pipeline = load_pipeline(**dict(cfg.model))
-    paths = pipeline.generate_files(prompts, str(out), tuple(cfg.output.formats), cfg.output.save_latents,
-                                    cfg.output.overwrite, progress=True, **sample)
-    _logger.info("wrote %d files to %s (config: %s)", len(paths), out, config_name)
+    loggers = [logging.getLogger("mg"), _logger]  # the per-video timing comes from mg.pipelines
+    for logger in loggers:
+        logger.setLevel(logging.INFO)
+        logger.addHandler(handler)
+    try:
+        pipeline = load_pipeline(**dict(cfg.model))
+        paths = pipeline.generate_files(prompts, str(out), tuple(cfg.output.formats), cfg.output.save_latents,
+                                        cfg.output.overwrite, progress=True, **sample)
+        _logger.info("wrote %d files to %s (config: %s)", len(paths), out, config_name)
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)
+        handler.close()
     return paths
 
 
