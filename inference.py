@@ -11,27 +11,17 @@ The resolved configuration and a log with per-video timing are written into the 
 """
 import logging
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 import mg  # noqa: F401  (quiet logging before mindspore loads)
 from jsonargparse import ActionConfigFile, ArgumentParser
 
 from mg.pipelines import load_pipeline
-from mg.pipelines.outputs import FORMATS, check_formats, free_stem
+from mg.pipelines.outputs import OutputOptions, check_formats, free_stem
 from mg.pipelines.prompt_files import read_prompts
 from mg.pipelines.text_to_video import MovieGenPipeline, check_options
 
 _logger = logging.getLogger("inference")
-
-
-def write_options(formats: List[str] = ["mp4"], save_latents: bool = False, overwrite: bool = False):
-    """How results are written.
-
-    Args:
-        formats: any of mp4, gif, png (a folder of frames; a single PNG for an image).
-        save_latents: also write the sampled latents (<name>.latent.safetensors).
-        overwrite: replace files of the same name instead of numbering the new ones.
-    """
 
 
 def build_parser():
@@ -42,7 +32,7 @@ def build_parser():
     parser.add_argument("--output_path", type=str, default="output", help="folder for the videos")
     parser.add_function_arguments(load_pipeline, "model")
     parser.add_method_arguments(MovieGenPipeline, "generate", "sample", skip={"prompts", "progress"})
-    parser.add_function_arguments(write_options, "output")
+    parser.add_class_arguments(OutputOptions, "output")
     return parser
 
 

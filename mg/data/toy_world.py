@@ -265,3 +265,20 @@ def write_toy_dataset(output_folder, seed=0, height=64, width=64, num_frames=17,
                   holdout=[" ".join(h) for h in sorted(held)], background=BACKGROUND, colours=COLOURS)
     (out / "toy_world.json").write_text(json.dumps(params, indent=2))
     return {f"{split}.csv": len(records) for split, records in rows.items()}
+
+
+# ---- adherence ---------------------------------------------------------------------------------------------------
+ATTRIBUTES = ("colour", "shape", "direction")
+
+
+def adherence(records):
+    """Fraction of records whose predicted attribute equals the prompt's, per attribute and for all three at once.
+
+    records: dicts with "<attr>" (asked for) and "pred_<attr>" (read from the pixels) for each of ATTRIBUTES.
+    """
+    if not records:
+        raise ValueError("adherence needs at least one record")
+    hits = {a: [r[a] == r[f"pred_{a}"] for r in records] for a in ATTRIBUTES}
+    rates = {a: float(np.mean(h)) for a, h in hits.items()}
+    rates["all"] = float(np.mean([all(h[i] for h in hits.values()) for i in range(len(records))]))
+    return rates

@@ -1,7 +1,9 @@
 """Writing generated videos: file names from prompt and seed, never replacing an existing file unless asked;
 mp4 (mp4v), gif, or a folder of PNG frames (a single PNG for an image); optional latents (safetensors)."""
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import List
 
 import numpy as np
 from PIL import Image
@@ -10,6 +12,20 @@ from safetensors.numpy import save_file
 from mg.models.tae.media import to_uint8_frames, write_video
 
 FORMATS = ("mp4", "gif", "png")
+
+
+@dataclass
+class OutputOptions:
+    """How generated videos are written.
+
+    Args:
+        formats: any of mp4, gif, png (a folder of frames; a single PNG for an image).
+        save_latents: also write the sampled latents (<name>.latent.safetensors).
+        overwrite: replace files of the same name instead of numbering the new ones.
+    """
+    formats: List[str] = field(default_factory=lambda: ["mp4"])
+    save_latents: bool = False
+    overwrite: bool = False
 
 
 def slugify(prompt: str, max_length: int = 60) -> str:
