@@ -1,0 +1,130 @@
+"""`parallelize(model, groups, sp, zero_stage)`: turn a single-process MovieGenDiT into this rank's part of a
+dp x cp x tp layout (torchtitan style: the model file knows nothing of this; layers are swapped here).
+
+What is swapped, per transformer block:
+    self-attention   qkv column-parallel (q, k, v sharded by heads), proj row-parallel; with CP, K/V all-gathered
+    cross-attention  q column-parallel, kv column-parallel on the (replicated) text, proj row-parallel
+    SwiGLU           w13 column-parallel (gate, up sharded), w2 row-parallel
+    the block        with SP and/or CP, runs on this rank's share of the tokens (`SequenceShardedBlock`)
+With ZeRO-3 every projection of the model keeps a 1/dp slice of its weight and gathers it when used.
+
+The returned `ParallelPlan` (also kept as `model.parallel_plan`) records for every parameter its single-process name
+and shape, how TP and ZeRO-3 slice it, and over which extra group its gradient must be summed: parameters inside the
+blocks see only their rank's tokens under CP (and under SP, unless TP-sharded), so their gradients are partial sums.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from mindspore import nn
+
+from mg.models.dit.layers import Linear
+from mg.parallel.groups import ParallelGroups, get_parallel_groups
+from mg.parallel.layers import ContextParallelSelfAttention, ParallelLinear, SequenceShardedBlock
+
+ZERO_STAGES = (0, 1, 2, 3)
+
+
+@dataclass(frozen=True)
+class ParamInfo:
+    full_shape: tuple           # shape in the single-process model
+    local_shape: tuple          # shape of this TP rank's piece (before ZeRO-3 flattening)
+    tp_mode: Optional[str]      # None, "column" or "row"
+    parts: int                  # fused parts of a column-parallel weight
+    zero3: bool                 # the Parameter is this rank's flat 1/dp slice of the local piece
+    reduce_group: Optional[str]  # extra group its gradient is summed over before data-parallel averaging
+
+
+@dataclass
+class ParallelPlan:
+    groups: ParallelGroups
+    sp: bool
+    zero_stage: int
+    params: dict  # parameter name -> ParamInfo, in model.trainable_params() order
+
+
+_BLOCK_LINEARS = (("attn.qkv", "column", 3, True), ("attn.proj", "row", 1, True),
+                  ("cross_attn.q", "column", 1, True), ("cross_attn.kv", "column", 2, False),
+                  ("cross_attn.proj", "row", 1, True), ("ffn.w13", "column", 2, True), ("ffn.w2", "row", 1, True))
+
+
+def _set_child(root, path, cell):
+    *parents, name = path.split(".")
+    parent = root
+    for part in parents:
+        parent = parent[int(part)] if isinstance(parent, (nn.CellList, nn.SequentialCell)) else getattr(parent, part)
+    if isinstance(parent, (nn.CellList, nn.SequentialCell)):
+        parent[int(name)] = cell
+    else:
+        setattr(parent, name, cell)
+
+
+def _get_child(root, path):
+    cell = root
+    for part in path.split("."):
+        cell = cell[int(part)] if isinstance(cell, (nn.CellList, nn.SequentialCell)) else getattr(cell, part)
+    return cell
+
+
+def parallelize(model, groups: Optional[ParallelGroups] = None, sp: bool = False, zero_stage: int = 0):
+    """Swap the layers of `model` (a MovieGenDiT, in place) for this rank's parallel ones; returns the plan.
+
+    sp: sequence parallelism on the TP group. zero_stage: 0-3 (only 3 changes the model: sliced projections).
+    """
+    groups = groups or get_parallel_groups()
+    if zero_stage not in ZERO_STAGES:
+        raise ValueError(f"train.settings.zero_stage must be one of {ZERO_STAGES}, got {zero_stage!r}")
+    if getattr(model, "parallel_plan", None) is not None:
+        raise ValueError("this model is already parallelized")
+    config = model.config
+    tp_comm, cp_comm = groups.comm("tp"), groups.comm("cp")
+    for name, value in (("num_heads", config.num_heads), ("dim", config.dim), ("ffn_dim", config.ffn_dim)):
+        if value % groups.tp:
+            raise ValueError(f"tensor parallelism tp={groups.tp} must divide the model's {name} ({value})")
+    zero_comm = groups.comm("dp") if zero_stage == 3 else None
+    full_shapes = {p.name: tuple(p.shape) for p in model.trainable_params()}
+    order = [p.name for p in model.trainable_params()]
+
+    for i, block in enumerate(model.blocks):
+        for path, mode, parts, seq in _BLOCK_LINEARS:
+            linear = _get_child(block, path)
+            _set_child(block, path, ParallelLinear(linear, mode, parts, tp_comm, sp and seq, zero_comm))
+        block.attn.num_heads //= groups.tp
+        block.cross_attn.num_heads //= groups.tp
+        if groups.cp > 1:
+            block.attn = ContextParallelSelfAttention(block.attn, cp_comm)
+    if zero_comm is not None:  # the projections outside the blocks
+        for path, cell in list(model.cells_and_names()):
+            if type(cell) is Linear:
+                _set_child(model, path, ParallelLinear(cell, zero_comm=zero_comm))
+
+    seq_kind = "seq" if sp else "cp"
+    if groups.cp > 1 or (sp and groups.tp > 1):
+        depth = len(model.blocks)
+        model.blocks = nn.CellList([
+            SequenceShardedBlock(block, groups.comm(seq_kind), groups.comm(seq_kind), cp_comm, i == 0,
+                                 i == depth - 1) for i, block in enumerate(model.blocks)])
+
+    cells = dict(model.cells_and_names())
+    params = {}
+    for structural, param in model.parameters_and_names():
+        name = structural.replace(".inner.", ".")
+        if name not in full_shapes:
+            raise RuntimeError(f"parallelize produced an unknown parameter {name!r}")
+        param.name = name  # the single-process name, whatever wrappers now sit in between
+        owner = cells[structural.rsplit(".", 1)[0]]
+        tp_mode, local, zero3, parts = None, tuple(param.shape), False, 1
+        if isinstance(owner, ParallelLinear):
+            is_weight = name.endswith(".weight")
+            tp_mode = owner.mode if is_weight or owner.mode == "column" else None
+            local = owner.local_shape if is_weight else local
+            zero3, parts = owner.zero and is_weight, owner.parts
+        reduce_group = None
+        if name.startswith("blocks."):
+            # TP-sharded weights see every token of their CP shard (SP gathers first); the rest only their shard
+            reduce_group = "cp" if tp_mode is not None else seq_kind
+        params[name] = ParamInfo(full_shapes[name], local, tp_mode, parts, zero3, reduce_group)
+    plan = ParallelPlan(groups, sp, zero_stage, {name: params[name] for name in order})
+    model.parallel_plan = plan
+    return plan

@@ -1,0 +1,209 @@
+"""Model checks run inside msrun workers: a parallel layout of a tiny MovieGenDiT against the single-process model
+(computed on every rank, no communication): forward output, loss, every gradient (gathered), the weights and AdamW
+state after one step; plus training, sampling and checkpoint checks. Each returns {check name: max abs error}."""
+import functools
+
+import mindspore as ms
+import numpy as np
+
+from mg.models.dit import MovieGenDiT, dit_config
+from mg.parallel.checkpoint import (gather_gradients, gather_optimizer_state, gather_state_dict,
+                                    load_gathered_optimizer_state, load_gathered_state_dict)
+from mg.parallel.data import sample_rng
+from mg.parallel.groups import init_parallel
+from mg.parallel.parallelize import parallelize
+from mg.parallel.zero import ParallelAdamW
+from mg.schedulers import EulerSampler, FlowMatching
+from mg.training.checkpoint import load_state_dict, state_dict
+from mg.training.optim import build_adamw, optimizer_state
+from mg.training.train_step import FlowMatchingTrainStep
+
+TEXT_DIMS = {"ul2": 12, "byt5": 8}
+# Adam's first step is lr * g / (|g| + eps): with eps = 1e-8, gradients of ~1e-10 (saturated softmax) would turn
+# float rounding into weight differences of 1e-4; eps = 1e-6 keeps the comparison well-conditioned.
+ADAMW = dict(lr=1e-2, weight_decay=0.1, eps=1e-6)
+PER_RANK_BATCH = 2
+
+
+def tiny_config():
+    return dit_config("tiny", depth=2, dim=32, ffn_dim=48, num_heads=4, in_channels=4, text_encoders=dict(TEXT_DIMS),
+                      max_t=4, max_h=6, max_w=6)
+
+
+def reference_weights(seed=0):
+    """Random values for every parameter (zero-initialised ones too, so every gradient is non-trivial)."""
+    model = MovieGenDiT(tiny_config())
+    rng = np.random.default_rng(seed)
+    return {p.name: rng.normal(0, 0.2, p.shape).astype(np.float32) for p in model.trainable_params()}
+
+
+def make_model(weights):
+    model = MovieGenDiT(tiny_config())
+    load_state_dict(model, weights)
+    return model
+
+
+def make_batch(batch, seed=1):
+    """x1, x0, t and text for `batch` samples; latents (B, 4, 2, 4, 4) = 8 tokens."""
+    rng = np.random.default_rng(seed)
+    x1 = rng.standard_normal((batch, 4, 2, 4, 4)).astype(np.float32)
+    x0 = rng.standard_normal(x1.shape).astype(np.float32)
+    t = rng.uniform(0.05, 0.95, batch).astype(np.float32)
+    embs, masks = [], []
+    for i, dim in enumerate(TEXT_DIMS.values()):
+        embs.append(rng.standard_normal((batch, 5 + i, dim)).astype(np.float32))
+        mask = np.ones((batch, 5 + i), np.float32)
+        mask[0, 3:] = 0
+        masks.append(mask)
+    return x1, x0, t, embs, masks
+
+
+def _tensors(x1, x0, t, embs, masks, rows=slice(None)):
+    return (ms.Tensor(x1[rows]), ms.Tensor(x0[rows]), ms.Tensor(t[rows]), tuple(ms.Tensor(e[rows]) for e in embs),
+            tuple(ms.Tensor(m[rows]) for m in masks))
+
+
+def _max_err(got, want):
+    return float(np.abs(np.asarray(got) - np.asarray(want)).max())
+
+
+WORST = {}  # check name -> the array name with the largest error (shown when a check fails)
+
+
+def _dict_err(got, want, check):
+    """Largest error over the arrays of two name -> array dicts (inf when the names differ)."""
+    if set(got) != set(want):
+        WORST[check] = f"names differ: {sorted(set(got) ^ set(want))[:5]}"
+        return float("inf")
+    errors = {k: _max_err(got[k], want[k]) for k in want}
+    WORST[check] = max(errors, key=errors.get)
+    return errors[WORST[check]]
+
+
+def _loss_and_grads(model, params, flow, inputs):
+    fn = ms.value_and_grad(lambda *a: flow.loss(model, *a), None, params)
+    return fn(*inputs)
+
+
+@functools.lru_cache(maxsize=None)
+def single_process_step(batch_size):
+    """The single-process model on the global batch: output, loss, gradients, weights and AdamW state after a step."""
+    flow = FlowMatching()
+    full = _tensors(*make_batch(batch_size))
+    ref = make_model(reference_weights())
+    ref_opt = build_adamw(ref.trainable_params(), **ADAMW)
+    out = ref(flow.interpolate(full[1], full[0], full[2]), full[2], full[3], full[4]).asnumpy()
+    loss, grads = _loss_and_grads(ref, ref_opt.parameters, flow, full)
+    grads = {p.name: g.asnumpy() for p, g in zip(ref_opt.parameters, grads)}
+    ref_opt(tuple(ms.Tensor(grads[p.name]) for p in ref_opt.parameters))
+    return out, float(loss.asnumpy()), grads, state_dict(ref), optimizer_state(ref_opt)
+
+
+def check_layout(name, dp, tp, cp, sp=False, zero_stage=0):
+    """One training step of the layout against the single-process model on the global batch."""
+    groups = init_parallel(dp=dp, tp=tp, cp=cp)
+    flow, weights = FlowMatching(), reference_weights()
+    batch = make_batch(PER_RANK_BATCH * dp)
+    out_ref, loss_ref, grads_ref, weights_ref, adamw_ref = single_process_step(PER_RANK_BATCH * dp)
+    model = make_model(weights)
+    parallelize(model, groups, sp=sp, zero_stage=zero_stage)
+    opt = ParallelAdamW(model, **ADAMW)
+    rows = slice(groups.dp_rank * PER_RANK_BATCH, (groups.dp_rank + 1) * PER_RANK_BATCH)
+    local = _tensors(*batch, rows=rows)
+    out = model(flow.interpolate(local[1], local[0], local[2]), local[2], local[3], local[4]).asnumpy()
+    loss, grads = _loss_and_grads(model, opt.parameters, flow, local)
+    mean_loss = groups.comm("dp").all_reduce(loss.reshape(1)).asnumpy()[0] / dp
+    grads_full = gather_gradients(opt, opt.reduce_gradients(grads))
+    opt(grads)
+    prefix = f"model/{name}"
+    return {f"{prefix}/forward": _max_err(out, out_ref[rows]),
+            f"{prefix}/loss": _max_err(mean_loss, loss_ref),
+            f"{prefix}/gradients": _dict_err(grads_full, grads_ref, f"{prefix}/gradients"),
+            f"{prefix}/weights_after_adamw": _dict_err(gather_state_dict(model), weights_ref,
+                                                       f"{prefix}/weights_after_adamw"),
+            f"{prefix}/adamw_state": _dict_err(gather_optimizer_state(opt), adamw_ref, f"{prefix}/adamw_state")}
+
+
+def check_training_run(name, dp, steps=2, zero_stage=1):
+    """`steps` FlowMatchingTrainStep updates under dp ranks against one process with dp times the batch; t and noise
+    come from `sample_rng` and the data from this rank's rows."""
+    groups = init_parallel(dp=dp)
+    flow, weights = FlowMatching(), reference_weights()
+    ref = make_model(weights)
+    ref_step = FlowMatchingTrainStep(ref, build_adamw(ref.trainable_params(), **ADAMW), flow, jit=False)
+    model = make_model(weights)
+    parallelize(model, groups, zero_stage=zero_stage)
+    step = FlowMatchingTrainStep(model, ParallelAdamW(model, **ADAMW), flow, jit=False)
+    err = 0.0
+    for i in range(steps):
+        x1, _, _, embs, masks = make_batch(PER_RANK_BATCH * dp, seed=10 + i)
+        # each data-parallel rank draws t and noise for its own samples; the reference concatenates them
+        draws = []
+        for r in range(dp):
+            rng = sample_rng(seed=7, step=i, dp_rank=r)
+            draws.append((flow.sample_noise((PER_RANK_BATCH,) + x1.shape[1:], rng), flow.sample_t(PER_RANK_BATCH, rng)))
+        x0, t = np.concatenate([d[0] for d in draws]), np.concatenate([d[1] for d in draws])
+        loss_ref = float(ref_step(*_tensors(x1, x0, t, embs, masks)).asnumpy())
+        rows = slice(groups.dp_rank * PER_RANK_BATCH, (groups.dp_rank + 1) * PER_RANK_BATCH)
+        loss = step(*_tensors(x1, x0, t, embs, masks, rows=rows))
+        mean_loss = groups.comm("dp").all_reduce(loss.reshape(1)).asnumpy()[0] / dp
+        err = max(err, abs(mean_loss - loss_ref))
+    return {f"train/{name}/losses": err,
+            f"train/{name}/weights": _dict_err(gather_state_dict(model), state_dict(ref), f"train/{name}/weights")}
+
+
+def check_sampling(name, tp, cp, sp):
+    """Euler sampling with CFG through the parallel model gives the single-process video."""
+    groups = init_parallel(dp=1, tp=tp, cp=cp)
+    weights = reference_weights()
+    x1, x0, _, embs, masks = make_batch(2)
+    cond = (tuple(ms.Tensor(e) for e in embs), tuple(ms.Tensor(m) for m in masks))
+    uncond = (tuple(ms.Tensor(np.zeros_like(e)) for e in embs), tuple(ms.Tensor(m) for m in masks))
+    sampler = EulerSampler(num_steps=3, schedule="linear", guidance_scale=5.0)
+    want = sampler.sample(make_model(weights), ms.Tensor(x0), cond, uncond).asnumpy()
+    model = make_model(weights)
+    parallelize(model, groups, sp=sp)
+    got = sampler.sample(model, ms.Tensor(x0), cond, uncond).asnumpy()
+    return {f"sample/{name}": _max_err(got, want)}
+
+
+def check_checkpoint_across_layouts(name, tp, cp, sp, zero_stage, tmp_dir):
+    """Weights and AdamW state saved under a layout load into one process (and the single-process state loads back
+    into the layout): outputs and gathered states agree exactly."""
+    from mg.training.checkpoint import load_checkpoint, save_checkpoint
+    groups = init_parallel(dp=groups_dp(tp, cp), tp=tp, cp=cp)
+    flow, weights = FlowMatching(), reference_weights()
+    model = make_model(weights)
+    parallelize(model, groups, sp=sp, zero_stage=zero_stage)
+    opt = ParallelAdamW(model, **ADAMW)
+    local = _tensors(*make_batch(PER_RANK_BATCH))
+    _, grads = _loss_and_grads(model, opt.parameters, flow, local)
+    opt(grads)
+    tensors = {f"model/{k}": v for k, v in gather_state_dict(model).items()}
+    tensors.update({f"optimizer/{k}": v for k, v in gather_optimizer_state(opt).items()})
+    stem = f"{tmp_dir}/{name}"
+    if groups.rank == 0:
+        save_checkpoint(stem, tensors, {"layout": name})
+    groups.comm("world").all_reduce(ms.Tensor(np.zeros(1, np.float32))).asnumpy()  # barrier: the file exists
+    loaded, _ = load_checkpoint(stem)
+    model_state = {k[6:]: v for k, v in loaded.items() if k.startswith("model/")}
+    opt_state = {k[10:]: v for k, v in loaded.items() if k.startswith("optimizer/")}
+    single = make_model(model_state)
+    x_t = flow.interpolate(local[1], local[0], local[2])
+    want = single(x_t, *local[2:]).asnumpy()
+    got = model(x_t, *local[2:]).asnumpy()
+    # ...and back: a fresh layout loads the single-process state
+    back = make_model(weights)
+    parallelize(back, groups, sp=sp, zero_stage=zero_stage)
+    back_opt = ParallelAdamW(back, **ADAMW)
+    load_gathered_state_dict(back, model_state, back_opt)
+    load_gathered_optimizer_state(back_opt, opt_state)
+    return {f"ckpt/{name}/single_process_forward": _max_err(got, want),
+            f"ckpt/{name}/reloaded_forward": _max_err(back(x_t, *local[2:]).asnumpy(), want),
+            f"ckpt/{name}/reloaded_adamw_state": _dict_err(gather_optimizer_state(back_opt), opt_state,
+                                                           f"ckpt/{name}/reloaded_adamw_state")}
+
+
+def groups_dp(tp, cp):
+    from mindspore.communication import get_group_size
+    return get_group_size() // (tp * cp)

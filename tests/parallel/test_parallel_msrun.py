@@ -1,0 +1,104 @@
+"""Distributed checks under msrun on CPU: one launch with 2 workers, one with 4 (each launch costs ~15 s of start-up,
+so every check of a worker count runs in the same launch; see suite_two.py / suite_four.py).
+
+Each worker writes {check: max abs error}; errors are against NumPy (collectives) or against the single-process
+model computed in the same worker (layouts, training, sampling, checkpoints)."""
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.msrun, pytest.mark.slow]
+
+HERE = Path(__file__).parent
+TOLERANCE = 1e-5
+COLLECTIVES = ("SumAcross", "CopyAcross", "GatherSharded", "ScatterSum", "SplitReplicated", "GatherReplicated")
+MODEL_CHECKS = ("forward", "loss", "gradients", "weights_after_adamw", "adamw_state")
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _launch(workers, suite, out_dir):
+    msrun = Path(sys.executable).parent / "msrun"
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}", GLOG_v="3")
+    cmd = [str(msrun), f"--worker_num={workers}", f"--local_worker_num={workers}", f"--master_port={_free_port()}",
+           f"--log_dir={out_dir / 'log'}", "--join=True", "msrun_worker.py", suite, str(out_dir)]
+    proc = subprocess.run(cmd, cwd=HERE, env=env, capture_output=True, text=True, timeout=900)
+    results = {}
+    for rank in range(workers):
+        path = out_dir / f"rank_{rank}.json"
+        if not path.exists():
+            logs = "\n".join(p.read_text()[-3000:] for p in sorted((out_dir / "log").glob("worker_*.log")))
+            pytest.fail(f"msrun ({suite}) rank {rank} wrote no results (exit {proc.returncode}):\n{logs}")
+        results[rank] = json.loads(path.read_text())
+        if "__error__" in results[rank]:
+            pytest.fail(f"msrun ({suite}) rank {rank} failed:\n{results[rank]['__error__']}")
+    return results
+
+
+@pytest.fixture(scope="module")
+def two_workers(tmp_path_factory):
+    return _launch(2, "two", tmp_path_factory.mktemp("msrun_two"))
+
+
+@pytest.fixture(scope="module")
+def four_workers(tmp_path_factory):
+    return _launch(4, "four", tmp_path_factory.mktemp("msrun_four"))
+
+
+def _assert_checks(results, names):
+    """Every named check exists on every rank and is within tolerance."""
+    for rank, checks in results.items():
+        missing = [n for n in names if n not in checks]
+        assert not missing, f"rank {rank}: checks missing {missing}"
+        bad = {n: checks[n] for n in names if not checks[n] <= TOLERANCE}
+        assert not bad, f"rank {rank}: errors above {TOLERANCE}: {bad}"
+
+
+def _collective_names(prefix, groups, ops=COLLECTIVES, axes=(0, 1), suffix=""):
+    return [f"{prefix}/{g}/{op}/axis{a}{suffix}" for g in groups for op in ops for a in axes]
+
+
+def test_collectives_on_the_world_group_match_numpy(two_workers):
+    _assert_checks(two_workers, _collective_names("world2", ["dp"]))
+
+
+def test_collectives_on_sub_groups_match_numpy(four_workers):
+    # d2t2: tp = {0,1},{2,3} and dp = {0,2},{1,3} are sub-groups (emulated all-gather), world is native
+    _assert_checks(four_workers, _collective_names("d2t2", ["tp", "dp", "world"]))
+    _assert_checks(four_workers, _collective_names("c2t2", ["tp"], ("GatherSharded", "ScatterSum",
+                                                                    "SplitReplicated"), (1,), "/jit"))
+
+
+@pytest.mark.parametrize("layout", ["tp2", "tp2_sp", "cp2", "dp2_zero0", "dp2_zero1", "dp2_zero2", "dp2_zero3"])
+def test_two_process_layout_equals_single_process(two_workers, layout):
+    _assert_checks(two_workers, [f"model/{layout}/{c}" for c in MODEL_CHECKS])
+
+
+@pytest.mark.parametrize("layout", ["d2t2_sp_zero3", "c2t2_sp", "d2c2_zero2"])
+def test_four_process_layout_equals_single_process(four_workers, layout):
+    _assert_checks(four_workers, [f"model/{layout}/{c}" for c in MODEL_CHECKS])
+
+
+def test_dp2_training_run_equals_one_process_with_twice_the_batch(two_workers):
+    _assert_checks(two_workers, ["train/dp2_zero1/losses", "train/dp2_zero1/weights"])
+
+
+def test_sequence_and_context_parallel_sampling_gives_the_single_process_video(two_workers, four_workers):
+    _assert_checks(two_workers, ["sample/tp2_sp", "sample/cp2"])
+    _assert_checks(four_workers, ["sample/c2t2_sp"])
+
+
+@pytest.mark.parametrize("suite,layout", [("two", "tp2"), ("four", "d2t2_zero3")])
+def test_checkpoint_moves_between_layouts(two_workers, four_workers, suite, layout):
+    results = two_workers if suite == "two" else four_workers
+    _assert_checks(results, [f"ckpt/{layout}/{c}" for c in ("single_process_forward", "reloaded_forward",
+                                                             "reloaded_adamw_state")])
