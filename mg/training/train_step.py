@@ -68,4 +68,5 @@ class FlowMatchingTrainStep:
         embeddings and masks. Returns this micro-batch's loss (before any update)."""
         step = self._update if self.completes_update else self._accumulate
         self.micro_step = (self.micro_step + 1) % self.accumulation_steps
-        return step(x1, x0, t, tuple(text_embs), tuple(text_masks))
+        # ms.mutable: a plain tuple argument is a compile-time constant under ms.jit (a new tuple recompiles)
+        return step(x1, x0, t, ms.mutable(tuple(text_embs)), ms.mutable(tuple(text_masks)))
