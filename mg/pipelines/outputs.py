@@ -12,6 +12,9 @@ from safetensors.numpy import save_file
 from mg.models.tae.media import to_uint8_frames, write_video
 
 FORMATS = ("mp4", "gif", "png")
+# Every file a video's stem can have (a folder of PNG frames has none): a stem is free only if none exists, so files
+# of different runs never share a name.
+OUTPUT_SUFFIXES = (".mp4", ".gif", ".png", "", ".latent.safetensors")
 
 
 @dataclass
@@ -37,7 +40,7 @@ def slugify(prompt: str, max_length: int = 60) -> str:
 def check_formats(formats):
     unknown = [f for f in formats if f not in FORMATS]
     if unknown or not formats:
-        raise ValueError(f"unknown output format(s) {unknown}; choose from {FORMATS}")
+        raise ValueError(f"unknown output format(s) {unknown or 'none given'}; choose from {FORMATS}")
 
 
 def free_stem(folder: Path, stem: str, suffixes, overwrite: bool) -> str:
@@ -65,11 +68,6 @@ def _write_png_frames(path, frames):
     return folder
 
 
-def _suffixes(formats, num_frames, save_latents):
-    out = [".png" if num_frames == 1 else "" if fmt == "png" else f".{fmt}" for fmt in formats]
-    return out + ([".latent.safetensors"] if save_latents else [])
-
-
 def save_video(folder, prompt, seed, video, fps, formats=("mp4",), latent=None, overwrite=False, metadata=None):
     """Write one video (3, T, H, W) in [-1, 1] as `<slug>_seed<seed>.<fmt>` for each format, and its latent if
     given (video None: the latent only); return the written paths. A one-frame video is written as a PNG image
@@ -83,8 +81,7 @@ def save_video(folder, prompt, seed, video, fps, formats=("mp4",), latent=None, 
         formats = []
     elif len(frames) == 1:
         formats = ["png"]
-    stem = free_stem(folder, f"{slugify(prompt)}_seed{seed}",
-                     _suffixes(formats, frames is not None and len(frames), latent is not None), overwrite)
+    stem = free_stem(folder, f"{slugify(prompt)}_seed{seed}", OUTPUT_SUFFIXES, overwrite)
     base = folder / stem
     paths = []
     for fmt in formats:
