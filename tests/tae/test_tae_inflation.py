@@ -192,3 +192,23 @@ def test_conversion_errors_name_the_problem(tmp_path):
                                 str(tmp_path / "diffusion_pytorch_model.safetensors"))
     with pytest.raises(ValueError, match="bogus"):
         convert_image_vae(tmp_path)
+
+
+def test_convert_tool_writes_a_loadable_checkpoint(vae_dir):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from mg.models.tae import load_tae
+
+    path, _ = vae_dir
+    tool = Path(__file__).resolve().parents[2] / "tools" / "convert_image_vae.py"
+    out = path / "tae.safetensors"
+    result = subprocess.run([sys.executable, str(tool), "--vae_dir", str(path), "--output", str(out)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    expected = convert_image_vae(path)
+    loaded = load_tae(out)
+    assert loaded.config == expected.config
+    for (name, a), (_, b) in zip(expected.parameters_and_names(), loaded.parameters_and_names()):
+        np.testing.assert_array_equal(a.asnumpy(), b.asnumpy(), err_msg=name)

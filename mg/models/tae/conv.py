@@ -107,6 +107,7 @@ class Conv3d(nn.Cell):
         self.stride = tuple(stride)
         self.padding = tuple(padding)
         self.impl = select_conv3d()
+        self.compute_dtype = None  # e.g. ms.bfloat16: run the conv in that dtype, return float32 (set_compute_dtype)
         shape = (out_channels, in_channels, *kernel_size)
         self.weight = Parameter(initializer(HeUniform(negative_slope=math.sqrt(5)), shape, ms.float32))
         fan_in = in_channels * int(np.prod(kernel_size))
@@ -114,7 +115,23 @@ class Conv3d(nn.Cell):
         self.bias = Parameter(initializer(Uniform(bound), (out_channels,), ms.float32)) if bias else None
 
     def construct(self, x):
-        return self.impl(x, self.weight, self.bias, self.stride, self.padding)
+        return self.apply(x, self.weight, self.stride, self.padding)
+
+    def apply(self, x, weight, stride, padding):
+        """This layer's convolution (bias, compute dtype) with a given weight, stride and padding."""
+        if self.compute_dtype is None:
+            return self.impl(x, weight, self.bias, stride, padding)
+        bias = None if self.bias is None else self.bias.astype(self.compute_dtype)
+        out = self.impl(x.astype(self.compute_dtype), weight.astype(self.compute_dtype), bias, stride, padding)
+        return out.astype(ms.float32)
+
+
+def set_compute_dtype(cell, dtype):
+    """Run every Conv3d inside `cell` in `dtype` (e.g. ms.bfloat16 on Ascend); norms and softmax stay float32."""
+    for _, sub in cell.cells_and_names():
+        if isinstance(sub, Conv3d):
+            sub.compute_dtype = dtype
+    return cell
 
 
 class SpatialConv(Conv3d):
@@ -146,8 +163,11 @@ class TemporalConv(nn.Cell):
 
     def construct(self, x):
         if x.shape[2] == 1:  # replicate padding makes every tap the same frame: one 1x1 conv with the summed kernel
-            weight = self.conv.weight.sum(axis=2, keepdims=True)
-            return self.conv.impl(x, weight, self.conv.bias, (1, 1, 1), (0, 0, 0, 0, 0, 0))
+            taps = self.conv.weight
+            weight = taps[:, :, 0:1]
+            for i in range(1, taps.shape[2]):  # slices + adds: ReduceSum's gradient fails to compile under ms.jit
+                weight = weight + taps[:, :, i:i + 1]
+            return self.conv.apply(x, weight, (1, 1, 1), (0, 0, 0, 0, 0, 0))
         if self.pad:
             p = self.pad
             x = mint.cat([x[:, :, :1]] * p + [x] + [x[:, :, -1:]] * p, dim=2)
