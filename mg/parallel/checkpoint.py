@@ -18,22 +18,34 @@ from mg.parallel.layers import shard_flat, shard_tp, unshard_tp
 from mg.training.checkpoint import CheckpointError, tensor_to_numpy
 
 
-def _full_array(value, info, groups, sliced):
-    """One parameter's (or moment's) single-process array from this rank's piece; collective."""
-    piece = value if isinstance(value, Tensor) else Tensor(np.asarray(value))
-    if sliced:  # flat 1/dp slices -> this TP rank's piece
-        gathered = tensor_to_numpy(groups.comm("dp").all_gather(piece.reshape(1, -1), 0))
-        local = gathered.reshape(-1)[:int(np.prod(info.local_shape))].reshape(info.local_shape)
-    else:
-        local = tensor_to_numpy(piece)
-    if info.tp_mode is None:
-        return local
-    pieces = tensor_to_numpy(groups.comm("tp").all_gather(Tensor(local[None]), 0))
-    return unshard_tp(list(pieces), info.tp_mode, info.parts)
+def _gather_rows(comm, flats):
+    """All-gather several flat float32 arrays over `comm` in one collective: per array a (group size, n) array."""
+    if comm.size == 1 or not flats:
+        return [f[None] for f in flats]
+    buffer = Tensor(np.concatenate(flats)[None])
+    rows = tensor_to_numpy(comm.all_gather(buffer, 0))
+    bounds = np.cumsum([0] + [f.size for f in flats])
+    return [rows[:, a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def _full_arrays(items, groups):
+    """Single-process arrays from this rank's pieces; `items` = [(value, ParamInfo, sliced)], sliced meaning a flat
+    1/dp ZeRO slice. Collective: one all-gather over dp (slices) and one over tp (TP pieces) for all items."""
+    values = [tensor_to_numpy(v).astype(np.float32) if isinstance(v, Tensor) else np.asarray(v, np.float32)
+              for v, _, _ in items]
+    sliced = [i for i, (_, _, s) in enumerate(items) if s]
+    for i, rows in zip(sliced, _gather_rows(groups.comm("dp"), [values[i].reshape(-1) for i in sliced])):
+        shape = items[i][1].local_shape
+        values[i] = rows.reshape(-1)[:int(np.prod(shape))].reshape(shape)
+    split = [i for i, (_, info, _) in enumerate(items) if info.tp_mode is not None]
+    for i, rows in zip(split, _gather_rows(groups.comm("tp"), [values[i].reshape(-1) for i in split])):
+        info = items[i][1]
+        values[i] = unshard_tp([row.reshape(info.local_shape) for row in rows], info.tp_mode, info.parts)
+    return values
 
 
 def _local_piece(full, info, groups, sliced):
-    """Inverse of `_full_array` for this rank (no communication)."""
+    """This rank's piece of a single-process array: the inverse of `_full_arrays` (no communication)."""
     full = np.asarray(full)
     if tuple(full.shape) != tuple(info.full_shape):
         raise CheckpointError(f"shape {tuple(full.shape)} does not match the model's {tuple(info.full_shape)}")
@@ -52,26 +64,41 @@ def _check_names(expected, given, what):
         raise CheckpointError(f"{what} does not fit the model: missing {missing[:10]}, unexpected {unexpected[:10]}")
 
 
+def gather_arrays(model, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Single-process arrays from this rank's arrays shaped like the model's parameters, keyed by parameter name
+    (the parameters themselves, or e.g. EMA shadows). Collective: every rank calls it with the same names."""
+    plan = model.parallel_plan
+    _check_names(plan.params, arrays, "arrays")
+    names = list(plan.params)
+    full = _full_arrays([(arrays[n], plan.params[n], plan.params[n].zero3) for n in names], plan.groups)
+    return dict(zip(names, full))
+
+
+def local_arrays(model, tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """This rank's pieces of single-process arrays keyed by parameter name: the inverse of `gather_arrays`."""
+    plan = model.parallel_plan
+    _check_names(plan.params, tensors, "state dict")
+    pieces = {}
+    for name, info in plan.params.items():
+        try:
+            pieces[name] = _local_piece(tensors[name], info, plan.groups, info.zero3)
+        except CheckpointError as err:
+            raise CheckpointError(f"parameter {name}: {err}") from None
+    return pieces
+
+
 def gather_state_dict(model) -> dict[str, np.ndarray]:
     """`mg.training.checkpoint.state_dict` of the equivalent single-process model (collective)."""
-    plan = model.parallel_plan
-    return {p.name: _full_array(p, plan.params[p.name], plan.groups, plan.params[p.name].zero3)
-            for p in model.trainable_params()}
+    return gather_arrays(model, {p.name: p for p in model.trainable_params()})
 
 
 def load_gathered_state_dict(model, tensors: Mapping[str, np.ndarray], optimizer=None) -> None:
     """Load single-process arrays into a parallelized model (each rank takes its piece; no communication).
 
     Pass the `ParallelAdamW` too if it exists already: its ZeRO slices are refreshed from the new weights."""
-    plan = model.parallel_plan
-    _check_names(plan.params, tensors, "state dict")
+    pieces = local_arrays(model, tensors)
     for param in model.trainable_params():
-        info = plan.params[param.name]
-        try:
-            piece = _local_piece(tensors[param.name], info, plan.groups, info.zero3)
-        except CheckpointError as err:
-            raise CheckpointError(f"parameter {param.name}: {err}") from None
-        param.copy_(Tensor(piece, dtype=param.dtype))
+        param.copy_(Tensor(pieces[param.name], dtype=param.dtype))
     if optimizer is not None:
         optimizer.refresh_slices()
 
@@ -86,11 +113,12 @@ def _moment_pairs(optimizer):
 
 def gather_optimizer_state(optimizer) -> dict[str, np.ndarray]:
     """`mg.training.optim.optimizer_state` of the equivalent single-process AdamW (collective)."""
-    groups = optimizer.groups
-    state = {}
-    for name, info, m, v, sliced in _moment_pairs(optimizer):
-        state[f"adam_m.{name}"] = _full_array(m, info, groups, sliced)
-        state[f"adam_v.{name}"] = _full_array(v, info, groups, sliced)
+    pairs = list(_moment_pairs(optimizer))
+    items = ([(m, info, sliced) for _, info, m, _, sliced in pairs]
+             + [(v, info, sliced) for _, info, _, v, sliced in pairs])
+    arrays = _full_arrays(items, optimizer.groups)
+    names = [f"adam_m.{name}" for name, *_ in pairs] + [f"adam_v.{name}" for name, *_ in pairs]
+    state = dict(zip(names, arrays))
     state["global_step"] = tensor_to_numpy(optimizer.global_step)
     return state
 
@@ -113,6 +141,5 @@ def load_gathered_optimizer_state(optimizer, tensors: Mapping[str, np.ndarray]) 
 
 def gather_gradients(optimizer, grads) -> dict[str, np.ndarray]:
     """Single-process gradient arrays from `ParallelAdamW.reduce_gradients` output (collective; for tests/debug)."""
-    return {optimizer.parameters[i].name: _full_array(g, info, optimizer.groups,
-                                                       optimizer.slice_state or info.zero3)
-            for i, (g, info) in enumerate(zip(grads, optimizer.infos))}
+    items = [(g, info, optimizer.slice_state or info.zero3) for g, info in zip(grads, optimizer.infos)]
+    return {p.name: array for p, array in zip(optimizer.parameters, _full_arrays(items, optimizer.groups))}

@@ -78,10 +78,10 @@ def parallelize(model, groups: Optional[ParallelGroups] = None, sp: bool = False
     if getattr(model, "parallel_plan", None) is not None:
         raise ValueError("this model is already parallelized")
     config = model.config
-    tp_comm, cp_comm = groups.comm("tp"), groups.comm("cp")
     for name, value in (("num_heads", config.num_heads), ("dim", config.dim), ("ffn_dim", config.ffn_dim)):
         if value % groups.tp:
             raise ValueError(f"tensor parallelism tp={groups.tp} must divide the model's {name} ({value})")
+    tp_comm, cp_comm = groups.comm("tp"), groups.comm("cp")
     zero_comm = groups.comm("dp") if zero_stage == 3 else None
     full_shapes = {p.name: tuple(p.shape) for p in model.trainable_params()}
     order = [p.name for p in model.trainable_params()]

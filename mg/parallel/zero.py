@@ -2,14 +2,18 @@
 
 It takes the raw gradients of this rank and does all the reduction itself:
   1. sums over the extra group each parameter needs (CP / SP shards of the tokens, see `ParallelPlan`);
-  2. averages over data-parallel ranks: stage 0 all-reduce; stage 1 all-reduce, then each rank keeps the 1/dp
-     flat slice whose optimizer state it owns; stage 2 reduce-scatter straight to that slice; stage 3 the same, and
-     the ZeRO-3 projection weights arrive already summed (their all-gather's backward is a reduce-scatter);
+  2. averages over data-parallel ranks: stage 0 all-reduce; stages 1 and 2 reduce-scatter, so each rank receives
+     only the 1/dp flat slice whose optimizer state it owns (the same bytes as an all-reduce once the updated slices
+     are all-gathered); stage 3 the same, and the ZeRO-3 projection weights arrive already summed (their all-gather's
+     backward is a reduce-scatter);
   3. optional clipping by the global norm (counted once across shards and replicas);
   4. AdamW on the slices (moments exist only for this rank's slice when stage >= 1);
   5. stages 1-2: all-gather the updated slices back into the full parameters (ZeRO-3 weights stay sliced).
-So `FlowMatchingTrainStep(model, ParallelAdamW(...), flow, grad_reducer=None, clip_grad_norm=0)`: clipping belongs
-here, because only here the gradient is the global one.
+Stages 1 and 2 run the same code: MindSpore's value_and_grad returns every gradient whole at the end of the
+backward, so gradients cannot be reduced and freed bucket by bucket during it (what makes stage 2 save memory).
+
+Use it as `FlowMatchingTrainStep(model, ParallelAdamW(...), flow, grad_reducer=None, clip_grad_norm=0)`: clipping
+belongs here, because only here the gradient is the global one.
 """
 from __future__ import annotations
 
@@ -113,13 +117,10 @@ class ParallelAdamW(nn.Cell):
                                             [i for i, info in enumerate(self.infos) if info.reduce_group == kind])
         if self.dp_size > 1:
             dense = [i for i, info in enumerate(self.infos) if not info.zero3]
-            if self.stage >= 2:
+            if self.stage >= 1:
                 grads = self._reduce_scatter_bucket(self.comms["dp"], grads, dense)
             else:
                 grads = self._all_reduce_bucket(self.comms["dp"], grads, dense)
-                if self.stage == 1:
-                    for i in dense:
-                        grads[i] = _as_slices(grads[i], self.dp_size)[self.dp_index]
             grads = [g / self.dp_size for g in grads]
         return grads
 

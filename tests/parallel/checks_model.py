@@ -2,6 +2,7 @@
 (computed on every rank, no communication): forward output, loss, every gradient (gathered), the weights and AdamW
 state after one step; plus training, sampling and checkpoint checks. Each returns {check name: max abs error}."""
 import functools
+import math
 
 import mindspore as ms
 import numpy as np
@@ -9,12 +10,13 @@ import numpy as np
 from mg.models.dit import MovieGenDiT, dit_config
 from mg.parallel.checkpoint import (gather_gradients, gather_optimizer_state, gather_state_dict,
                                     load_gathered_optimizer_state, load_gathered_state_dict)
+from mg.parallel.collectives import METER
 from mg.parallel.data import sample_rng
 from mg.parallel.groups import init_parallel
 from mg.parallel.parallelize import parallelize
 from mg.parallel.zero import ParallelAdamW
 from mg.schedulers import EulerSampler, FlowMatching
-from mg.training.checkpoint import load_state_dict, state_dict
+from mg.training.checkpoint import load_checkpoint, load_state_dict, save_checkpoint, state_dict
 from mg.training.optim import build_adamw, optimizer_state
 from mg.training.train_step import FlowMatchingTrainStep
 
@@ -99,8 +101,9 @@ def single_process_step(batch_size):
     return out, float(loss.asnumpy()), grads, state_dict(ref), optimizer_state(ref_opt)
 
 
-def check_layout(name, dp, tp, cp, sp=False, zero_stage=0):
-    """One training step of the layout against the single-process model on the global batch."""
+def check_layout(name, dp, tp, cp, sp=False, zero_stage=0, checkpoint_dir=None):
+    """One training step of the layout against the single-process model on the global batch (then, with
+    `checkpoint_dir`, its checkpoint moved to one process and back)."""
     groups = init_parallel(dp=dp, tp=tp, cp=cp)
     flow, weights = FlowMatching(), reference_weights()
     batch = make_batch(PER_RANK_BATCH * dp)
@@ -116,7 +119,9 @@ def check_layout(name, dp, tp, cp, sp=False, zero_stage=0):
     grads_full = gather_gradients(opt, opt.reduce_gradients(grads))
     opt(grads)
     prefix = f"model/{name}"
-    return {f"{prefix}/forward": _max_err(out, out_ref[rows]),
+    results = {} if checkpoint_dir is None else _checkpoint_round_trip(name, model, opt, sp, zero_stage, local,
+                                                                        checkpoint_dir)
+    return {**results, f"{prefix}/forward": _max_err(out, out_ref[rows]),
             f"{prefix}/loss": _max_err(mean_loss, loss_ref),
             f"{prefix}/gradients": _dict_err(grads_full, grads_ref, f"{prefix}/gradients"),
             f"{prefix}/weights_after_adamw": _dict_err(gather_state_dict(model), weights_ref,
@@ -159,7 +164,7 @@ def check_sampling(name, tp, cp, sp):
     x1, x0, _, embs, masks = make_batch(2)
     cond = (tuple(ms.Tensor(e) for e in embs), tuple(ms.Tensor(m) for m in masks))
     uncond = (tuple(ms.Tensor(np.zeros_like(e)) for e in embs), tuple(ms.Tensor(m) for m in masks))
-    sampler = EulerSampler(num_steps=3, schedule="linear", guidance_scale=5.0)
+    sampler = EulerSampler(num_steps=2, schedule="linear", guidance_scale=5.0)
     want = sampler.sample(make_model(weights), ms.Tensor(x0), cond, uncond).asnumpy()
     model = make_model(weights)
     parallelize(model, groups, sp=sp)
@@ -167,18 +172,10 @@ def check_sampling(name, tp, cp, sp):
     return {f"sample/{name}": _max_err(got, want)}
 
 
-def check_checkpoint_across_layouts(name, tp, cp, sp, zero_stage, tmp_dir):
-    """Weights and AdamW state saved under a layout load into one process (and the single-process state loads back
-    into the layout): outputs and gathered states agree exactly."""
-    from mg.training.checkpoint import load_checkpoint, save_checkpoint
-    groups = init_parallel(dp=groups_dp(tp, cp), tp=tp, cp=cp)
-    flow, weights = FlowMatching(), reference_weights()
-    model = make_model(weights)
-    parallelize(model, groups, sp=sp, zero_stage=zero_stage)
-    opt = ParallelAdamW(model, **ADAMW)
-    local = _tensors(*make_batch(PER_RANK_BATCH))
-    _, grads = _loss_and_grads(model, opt.parameters, flow, local)
-    opt(grads)
+def _checkpoint_round_trip(name, model, opt, sp, zero_stage, local, tmp_dir):
+    """Weights and AdamW state of a layout, saved by rank 0, load into one process (same output) and back into a
+    fresh model of the layout (same output, same gathered AdamW state)."""
+    groups, flow = model.parallel_plan.groups, FlowMatching()
     tensors = {f"model/{k}": v for k, v in gather_state_dict(model).items()}
     tensors.update({f"optimizer/{k}": v for k, v in gather_optimizer_state(opt).items()})
     stem = f"{tmp_dir}/{name}"
@@ -188,12 +185,10 @@ def check_checkpoint_across_layouts(name, tp, cp, sp, zero_stage, tmp_dir):
     loaded, _ = load_checkpoint(stem)
     model_state = {k[6:]: v for k, v in loaded.items() if k.startswith("model/")}
     opt_state = {k[10:]: v for k, v in loaded.items() if k.startswith("optimizer/")}
-    single = make_model(model_state)
     x_t = flow.interpolate(local[1], local[0], local[2])
-    want = single(x_t, *local[2:]).asnumpy()
+    want = make_model(model_state)(x_t, *local[2:]).asnumpy()
     got = model(x_t, *local[2:]).asnumpy()
-    # ...and back: a fresh layout loads the single-process state
-    back = make_model(weights)
+    back = make_model(reference_weights(seed=5))
     parallelize(back, groups, sp=sp, zero_stage=zero_stage)
     back_opt = ParallelAdamW(back, **ADAMW)
     load_gathered_state_dict(back, model_state, back_opt)
@@ -204,6 +199,40 @@ def check_checkpoint_across_layouts(name, tp, cp, sp, zero_stage, tmp_dir):
                                                            f"ckpt/{name}/reloaded_adamw_state")}
 
 
-def groups_dp(tp, cp):
-    from mindspore.communication import get_group_size
-    return get_group_size() // (tp * cp)
+def check_jit_step(name, dp, tp, zero_stage=0):
+    """One FlowMatchingTrainStep compiled with ms.jit (collectives and ParallelAdamW inside the graph) against the
+    single-process step (PyNative) on the global batch."""
+    groups = init_parallel(dp=dp, tp=tp)
+    flow, weights = FlowMatching(), reference_weights()
+    _, _, _, weights_ref, _ = single_process_step(PER_RANK_BATCH * dp)
+    model = make_model(weights)
+    parallelize(model, groups, zero_stage=zero_stage)
+    step = FlowMatchingTrainStep(model, ParallelAdamW(model, **ADAMW), flow, jit=True)
+    rows = slice(groups.dp_rank * PER_RANK_BATCH, (groups.dp_rank + 1) * PER_RANK_BATCH)
+    step(*_tensors(*make_batch(PER_RANK_BATCH * dp), rows=rows))
+    return {f"jit/{name}/weights_after_adamw": _dict_err(gather_state_dict(model), weights_ref,
+                                                         f"jit/{name}/weights_after_adamw")}
+
+
+def check_comm_volume():
+    """The byte meter against closed forms for dp=2: stage 0 all-reduces every fp32 gradient once (one bucket);
+    stage 2 reduce-scatters them, each zero-padded to an even length."""
+    groups = init_parallel(dp=2)
+    flow, weights = FlowMatching(), reference_weights()
+    sizes = [w.size for w in weights.values()]
+    expected = {0: {"all_reduce": {"calls": 1, "bytes": 4 * sum(sizes)}},
+                2: {"reduce_scatter": {"calls": 1, "bytes": 4 * sum(2 * math.ceil(n / 2) for n in sizes)}}}
+    results = {}
+    for stage, want in expected.items():
+        model = make_model(weights)
+        parallelize(model, groups, zero_stage=stage)
+        opt = ParallelAdamW(model, **ADAMW)
+        _, grads = _loss_and_grads(model, opt.parameters, flow, _tensors(*make_batch(PER_RANK_BATCH)))
+        METER.reset()
+        METER.enabled = True
+        opt.reduce_gradients(grads)
+        METER.enabled = False
+        got = {kind: {"calls": c["calls"], "bytes": c["bytes"]} for kind, c in METER.summary().items()}
+        results[f"meter/dp2_zero{stage}"] = 0.0 if got == want else float("inf")
+        WORST[f"meter/dp2_zero{stage}"] = f"counted {got}, expected {want}"
+    return results

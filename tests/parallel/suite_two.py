@@ -1,9 +1,10 @@
-"""Checks run by 2 msrun workers: collectives on the world group (native AllGather), TP, TP+SP, CP and ZeRO-0..3
-against one process, a dp=2 training run, SP/CP sampling and a checkpoint moved between layouts."""
+"""Checks run by 2 msrun workers: collectives on the world group (native AllGather), TP (with its checkpoint moved
+to one process and back), CP and ZeRO-0..3 against one process, a dp=2 training run, a jitted TP step, SP/CP
+sampling and the byte meter."""
 import time
 
 from checks_collectives import check_collectives
-from checks_model import check_checkpoint_across_layouts, check_layout, check_sampling, check_training_run
+from checks_model import WORST, check_comm_volume, check_jit_step, check_layout, check_sampling, check_training_run
 
 from mg.parallel.groups import init_parallel
 
@@ -16,12 +17,13 @@ def timed(results, fn, *args, **kwargs):
 
 def run(results, out_dir):
     timed(results, check_collectives, init_parallel(dp=2), "world2")
-    timed(results, check_layout, "tp2", dp=1, tp=2, cp=1)
-    timed(results, check_layout, "tp2_sp", dp=1, tp=2, cp=1, sp=True)
+    timed(results, check_layout, "tp2", dp=1, tp=2, cp=1, checkpoint_dir=out_dir)
     timed(results, check_layout, "cp2", dp=1, tp=1, cp=2)
     for stage in (0, 1, 2, 3):
         timed(results, check_layout, f"dp2_zero{stage}", dp=2, tp=1, cp=1, zero_stage=stage)
     timed(results, check_training_run, "dp2_zero1", dp=2)
     timed(results, check_sampling, "tp2_sp", tp=2, cp=1, sp=True)
     timed(results, check_sampling, "cp2", tp=1, cp=2, sp=False)
-    timed(results, check_checkpoint_across_layouts, "tp2", tp=2, cp=1, sp=False, zero_stage=0, tmp_dir=out_dir)
+    timed(results, check_jit_step, "tp2", dp=1, tp=2)
+    timed(results, check_comm_volume)
+    results["__worst__"] = WORST

@@ -1,0 +1,22 @@
+"""The `parallel` section of a training or inference config (bound to YAML by the entry points)."""
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ParallelConfig:
+    """dp x cp x tp must equal the number of processes msrun launches.
+
+    dp: data-parallel ranks (the ZeRO stage is train.settings.zero_stage); tp: tensor-parallel ranks (divides the
+    heads, model width and FFN width; keep it inside a node); cp: context-parallel ranks (shards the tokens; K and V
+    are all-gathered); sp: sequence parallelism on the TP group (norms and residuals on token shards).
+    """
+    dp: int = 1
+    tp: int = 1
+    cp: int = 1
+    sp: bool = True
+
+    def __post_init__(self):
+        for name in ("dp", "tp", "cp"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"parallel.{name} must be a positive integer, got {value!r}")
