@@ -67,6 +67,7 @@ def layout_ranks(dp: int, cp: int, tp: int, rank: int) -> dict[str, list[int]]:
 
 
 _CURRENT: ParallelGroups | None = None
+_CREATED: dict = {}  # (dp, cp, tp) -> ParallelGroups: each layout's groups are created once per process
 
 
 def init_parallel(dp: int = 1, tp: int = 1, cp: int = 1) -> ParallelGroups:
@@ -74,7 +75,7 @@ def init_parallel(dp: int = 1, tp: int = 1, cp: int = 1) -> ParallelGroups:
 
     dp * cp * tp must equal the number of launched processes. Without msrun only the 1 x 1 x 1 layout is possible.
     Calling it again with another layout creates that layout's groups (names are unique per layout) and makes it
-    the current one; tests use this to try several layouts in one launch.
+    the current one (tests try several layouts in one launch); a layout seen before is reused.
     """
     global _CURRENT
     for name, value in (("dp", dp), ("tp", tp), ("cp", cp)):
@@ -89,9 +90,11 @@ def init_parallel(dp: int = 1, tp: int = 1, cp: int = 1) -> ParallelGroups:
     if dp * cp * tp != world:
         raise ValueError(f"parallel layout dp={dp} x cp={cp} x tp={tp} = {dp * cp * tp} processes, but {world} "
                          "were launched (msrun --worker_num); make the product equal the number of processes")
-    comms = {kind: GroupComm.create(f"mg_{kind}_d{dp}c{cp}t{tp}", ranks, rank, world)
-             for kind, ranks in layout_ranks(dp, cp, tp, rank).items()}
-    _CURRENT = ParallelGroups(dp, cp, tp, rank, comms)
+    if (dp, cp, tp) not in _CREATED:
+        comms = {kind: GroupComm.create(f"mg_{kind}_d{dp}c{cp}t{tp}", ranks, rank, world)
+                 for kind, ranks in layout_ranks(dp, cp, tp, rank).items()}
+        _CREATED[(dp, cp, tp)] = ParallelGroups(dp, cp, tp, rank, comms)
+    _CURRENT = _CREATED[(dp, cp, tp)]
     return _CURRENT
 
 
