@@ -51,7 +51,8 @@ def main(channels: int = 128, frames: int = 4, size: int = 32, batch: int = 1, r
                     fn = lambda impl=impl: ms.grad(lambda a, b: impl(a, b, None, stride, padding).sum(),  # noqa: E731
                                                    grad_position=(0, 1))(x, w)
                 rates.append(mult * flops / _time(fn, repeats) / 1e9)
-            print(f"{name:<13} {label:<8} {rates[0]:>16.2f} {rates[1]:>12.2f} {rates[1] / rates[0]:>8.1f}x {diff:>11.2e}")
+            ratio = rates[1] / rates[0]
+            print(f"{name:<13} {label:<8} {rates[0]:>16.2f} {rates[1]:>12.2f} {ratio:>8.1f}x {diff:>11.2e}")
 
 
 if __name__ == "__main__":

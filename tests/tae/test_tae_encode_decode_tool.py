@@ -6,6 +6,7 @@ from pathlib import Path
 import cv2
 import mindspore as ms
 import numpy as np
+import pytest
 
 from mg.data.latent_cache import load_latent, read_latent_header
 from mg.data.video_io import probe, read_frames
@@ -29,6 +30,7 @@ def _run(*args):
     assert result.returncode == 0, result.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_encode_decode_round_trip_of_a_real_mp4(tmp_path):
     video = tmp_path / "clip.mp4"
     _write_mp4(video)

@@ -211,4 +211,5 @@ def test_convert_tool_writes_a_loadable_checkpoint(vae_dir):
     loaded = load_tae(out)
     assert loaded.config == expected.config
     for (name, a), (_, b) in zip(expected.parameters_and_names(), loaded.parameters_and_names()):
-        np.testing.assert_array_equal(a.asnumpy(), b.asnumpy(), err_msg=name)
+        if "temporal_attentions" not in name:  # temporal q/k/v are freshly (randomly) initialised per conversion
+            np.testing.assert_array_equal(a.asnumpy(), b.asnumpy(), err_msg=name)

@@ -21,6 +21,7 @@ def _run(tool, *args, ok=True):
     return result
 
 
+@pytest.mark.slow
 def test_train_tae_saves_resumes_and_exports(tmp_path):
     out = tmp_path / "run"
     common = ["--model.preset", "tiny", "--data.synthetic", "true", "--data.height", "16", "--data.width", "16",
@@ -44,6 +45,7 @@ def test_train_tae_saves_resumes_and_exports(tmp_path):
     assert tae.config == tae_config("tiny")
 
 
+@pytest.mark.slow
 def test_eval_tae_writes_table_and_comparisons(tmp_path):
     folder = tmp_path / "videos"
     folder.mkdir()

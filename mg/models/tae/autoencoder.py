@@ -9,7 +9,6 @@ Spatially H and W are padded (replicating the last row/column) up to multiples o
 """
 import math
 
-import mindspore as ms
 import numpy as np
 from mindspore import Tensor, mint, nn, ops
 

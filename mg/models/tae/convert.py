@@ -72,7 +72,7 @@ def _is_temporal(name):
 
 
 def convert_image_vae(path):
-    """A TemporalAutoencoder inflated from a diffusers VAE directory (config.json + diffusion_pytorch_model.safetensors)."""
+    """A TemporalAutoencoder inflated from a diffusers VAE folder (config.json + diffusion_pytorch_model.safetensors)."""
     path = Path(path)
     config_file, weights_file = path / "config.json", path / WEIGHTS_NAME
     for f in (config_file, weights_file):
