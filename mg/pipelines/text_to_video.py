@@ -5,6 +5,7 @@ import time
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
+import mindspore as ms
 import numpy as np
 from mindspore import Tensor
 from tqdm.auto import tqdm
@@ -62,6 +63,21 @@ class MovieGenPipeline:
         self.dit, self.tae, self.text = dit, tae, text
         self.dit.set_train(False)
         self.tae.set_train(False)
+        self._compiled_dit = None
+
+    def velocity_fn(self, jit):
+        """The DiT forward, compiled with ms.jit when asked (built once; each new input shape compiles once)."""
+        if not jit:
+            return self.dit
+        if self._compiled_dit is None:
+            compiled = ms.jit(self.dit.construct)
+
+            def velocity(x, t, text_embs, text_masks):
+                # mutable: otherwise jit treats the tuples as constants and recompiles whenever their tensors change
+                return compiled(x, t, ms.mutable(tuple(text_embs)), ms.mutable(tuple(text_masks)))
+
+            self._compiled_dit = velocity
+        return self._compiled_dit
 
     # ---- shapes ------------------------------------------------------------------------------------------------
     @property
@@ -86,7 +102,7 @@ class MovieGenPipeline:
                  width: Optional[int] = None, aspect_ratio: Optional[str] = "1:1", resolution: Optional[int] = 256,
                  fps: float = 16, num_steps: int = 50, schedule: str = "linear_quadratic",
                  guidance_scale: float = 7.5, negative_prompt: str = "", seed: int = 0, batch_size: int = 1,
-                 decode: bool = True, tiled_decode: bool = True, progress: bool = True):
+                 jit: bool = True, decode: bool = True, tiled_decode: bool = True, progress: bool = True):
         """Yield a `Generation` per batch of prompts.
 
         Args:
@@ -103,6 +119,7 @@ class MovieGenPipeline:
             negative_prompt: the unconditional prompt ("" = the null condition used in training).
             seed: each prompt's noise comes from NumPy default_rng(seed): same seed, same video.
             batch_size: prompts sampled together.
+            jit: run the transformer compiled (ms.jit): much faster steps after a one-off compile per shape.
             decode: decode the latents to videos (False: `videos` is None; latents only, to decode later).
             tiled_decode: decode with overlapping temporal tiles (bounded memory for long videos).
             progress: show progress bars over prompts and steps.
@@ -120,7 +137,7 @@ class MovieGenPipeline:
             noise = np.stack([initial_noise(seed, shape) for _ in batch])
             cond = self.text.encode(batch, prompt_fps)
             uncond = self.text.encode_negative(negative_prompt, len(batch), prompt_fps) if guidance_scale != 1 else None
-            latents = sampler.sample(self.dit, noise, _tensors(cond), _tensors(uncond), progress=progress)
+            latents = sampler.sample(self.velocity_fn(jit), noise, _tensors(cond), _tensors(uncond), progress=progress)
             videos = (np.stack([self.decode(latents[i:i + 1], num_frames, tiled_decode)[0] for i in range(len(batch))])
                       if decode else None)
             seconds = (time.perf_counter() - began) / len(batch)

@@ -75,7 +75,7 @@ def test_cli_end_to_end_on_a_tiny_model(eval_toy, toy_csvs, model_options, tmp_p
     held, _ = toy_csvs
     argv = ["generate", "--csv", str(held), "--output_path", str(tmp_path), "--num_seeds", "1",
             "--sample.height", "16", "--sample.width", "16", "--sample.num_frames", "9", "--sample.fps", "8",
-            "--sample.num_steps", "2", "--sample.batch_size", "2"]
+            "--sample.num_steps", "2", "--sample.batch_size", "2", "--sample.jit", "false"]
     for key, value in model_options.items():
         argv += [f"--model.{key}", json.dumps(value) if isinstance(value, dict) else value]
     rates = eval_toy.main(argv)

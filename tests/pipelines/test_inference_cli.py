@@ -30,7 +30,7 @@ def inference():
 def config(tmp_path, model_options):
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump({"model": model_options, "sample": {
-        "num_frames": 9, "height": 16, "width": 16, "fps": 8, "num_steps": 2, "guidance_scale": 2.0}}))
+        "num_frames": 9, "height": 16, "width": 16, "fps": 8, "num_steps": 2, "guidance_scale": 2.0, "jit": False}}))
     return str(path)
 
 

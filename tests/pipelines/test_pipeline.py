@@ -8,7 +8,7 @@ from mg.data.text_cache import save_text_emb, text_emb_path
 from mg.models.text_encoders import prepare_prompt
 from mg.pipelines import MovieGenPipeline, TextConditioner, initial_noise, resolve_size
 
-SMALL = dict(num_frames=9, height=16, width=16, fps=8, num_steps=2, progress=False)
+SMALL = dict(num_frames=9, height=16, width=16, fps=8, num_steps=2, jit=False, progress=False)
 LATENTS = dict(SMALL, decode=False)  # TAE decoding dominates the time on a busy CPU; most tests need latents only
 
 
@@ -48,6 +48,12 @@ def test_seed_reproducibility_and_batch_independence(tiny_pipeline):
     np.testing.assert_allclose(a.latents[1], b.latents[0], atol=1e-5)
     assert np.abs(b.latents - c.latents).max() > 0.1
     assert a.seeds == [1, 1] and a.prompts == ["a blue square", "a green circle"]
+
+
+def test_compiled_transformer_gives_the_same_latents(tiny_pipeline):
+    prompts = ["a red circle moving left"]
+    np.testing.assert_allclose(tiny_pipeline(prompts, **{**LATENTS, "jit": True}).latents,
+                               tiny_pipeline(prompts, **LATENTS).latents, rtol=1e-4, atol=1e-5)
 
 
 def test_frames_1_makes_an_image_without_fps_prefix(tiny_pipeline):
