@@ -6,6 +6,7 @@ import math
 
 import mindspore as ms
 import numpy as np
+from mindspore import ops
 
 from mg.models.dit import MovieGenDiT, dit_config
 from mg.parallel.checkpoint import (gather_gradients, gather_optimizer_state, gather_state_dict,
@@ -88,29 +89,31 @@ def _loss_and_grads(model, params, flow, inputs):
 
 
 @functools.lru_cache(maxsize=None)
-def single_process_step(batch_size):
-    """The single-process model on the global batch: output, loss, gradients, weights and AdamW state after a step."""
+def single_process_step(batch_size, clip=0.0):
+    """The single-process model on the global batch: output, loss, gradients, weights and AdamW state after a step
+    (gradients clipped to global norm `clip` first if > 0; the test batches' norms are 10-16)."""
     flow = FlowMatching()
     full = _tensors(*make_batch(batch_size))
     ref = make_model(reference_weights())
     ref_opt = build_adamw(ref.trainable_params(), **ADAMW)
     out = ref(flow.interpolate(full[1], full[0], full[2]), full[2], full[3], full[4]).asnumpy()
     loss, grads = _loss_and_grads(ref, ref_opt.parameters, flow, full)
+    applied = ops.clip_by_global_norm(grads, clip) if clip > 0 else grads
     grads = {p.name: g.asnumpy() for p, g in zip(ref_opt.parameters, grads)}
-    ref_opt(tuple(ms.Tensor(grads[p.name]) for p in ref_opt.parameters))
+    ref_opt(applied)
     return out, float(loss.asnumpy()), grads, state_dict(ref), optimizer_state(ref_opt)
 
 
-def check_layout(name, dp, tp, cp, sp=False, zero_stage=0, checkpoint_dir=None):
-    """One training step of the layout against the single-process model on the global batch (then, with
-    `checkpoint_dir`, its checkpoint moved to one process and back)."""
+def check_layout(name, dp, tp, cp, sp=False, zero_stage=0, clip=0.0, checkpoint_dir=None):
+    """One training step of the layout against the single-process model on the global batch, gradients clipped to
+    global norm `clip` if > 0 (then, with `checkpoint_dir`, its checkpoint moved to one process and back)."""
     groups = init_parallel(dp=dp, tp=tp, cp=cp)
     flow, weights = FlowMatching(), reference_weights()
     batch = make_batch(PER_RANK_BATCH * dp)
-    out_ref, loss_ref, grads_ref, weights_ref, adamw_ref = single_process_step(PER_RANK_BATCH * dp)
+    out_ref, loss_ref, grads_ref, weights_ref, adamw_ref = single_process_step(PER_RANK_BATCH * dp, clip)
     model = make_model(weights)
     parallelize(model, groups, sp=sp, zero_stage=zero_stage)
-    opt = ParallelAdamW(model, **ADAMW)
+    opt = ParallelAdamW(model, **ADAMW, clip_grad_norm=clip)
     rows = slice(groups.dp_rank * PER_RANK_BATCH, (groups.dp_rank + 1) * PER_RANK_BATCH)
     local = _tensors(*batch, rows=rows)
     out = model(flow.interpolate(local[1], local[0], local[2]), local[2], local[3], local[4]).asnumpy()
