@@ -24,12 +24,14 @@ from mg.models.dit import DiTConfig, MovieGenDiT, load_dit_weights
 from mg.models.dit.io import select_weights
 from mg.models.tae import load_tae
 from mg.models.text_encoders import build_text_encoder
+from mg.parallel import ParallelAdamW, ParallelConfig, init_parallel, parallelize
 from mg.schedulers import FlowMatching
 from mg.training.checkpoint import load_checkpoint
 from mg.training.ema import EMA
 from mg.training.inputs import ModelInputs, read_tae_config
 from mg.training.lr_policy import PlateauLR
 from mg.training.optim import build_adamw
+from mg.training.state_io import LocalState, ParallelState
 from mg.training.train_step import FlowMatchingTrainStep
 from mg.training.trainer import Trainer, TrainSettings, ValidSettings
 
@@ -37,7 +39,7 @@ from mg.training.trainer import Trainer, TrainSettings, ValidSettings
 @dataclass
 class EnvSettings:
     """mode: 0 = graph (the train step is compiled with ms.jit), 1 = PyNative. device_target: None keeps MindSpore's
-    default. jit_level and max_device_memory apply on Ascend only."""
+    default. distributed: run under msrun with the `parallel` layout. jit_level and max_device_memory: Ascend only."""
     mode: int = 0
     seed: int = 42
     device_target: Optional[str] = None
@@ -74,6 +76,7 @@ def build_parser():
     parser.add_class_arguments(FlowMatching, "flow")
     parser.add_dataclass_arguments(TrainSettings, "train")
     parser.add_dataclass_arguments(ValidSettings, "valid")
+    parser.add_dataclass_arguments(ParallelConfig, "parallel")
     return parser
 
 
@@ -86,9 +89,6 @@ def set_up_environment(env):
         if env.max_device_memory:
             ms.set_context(max_device_memory=env.max_device_memory)
     ms.set_seed(env.seed)
-    if env.distributed:
-        raise NotImplementedError("env.distributed: data/tensor/context parallel training is not wired into "
-                                  "train.py yet (see docs/parallel.md)")
 
 
 def build_model(cfg):
@@ -123,6 +123,7 @@ def validation_batches(cfg, inputs):
 
 
 def prepare_output(parser, cfg):
+    """Refuse to reuse another run's directory; save the resolved config; log to train.log (writing rank only)."""
     output = Path(cfg.train.output_path)
     if not cfg.train.resume and (output / "config.yaml").exists():
         raise FileExistsError(f"{output} already holds a run (config.yaml); pass --train.resume latest to continue "
@@ -140,24 +141,39 @@ def main(argv=None):
     parser = build_parser()
     cfg = parser.parse_args(argv)
     set_up_environment(cfg.env)
-    prepare_output(parser, cfg)
+    layout = ParallelConfig(**cfg.parallel.as_dict())
+    groups = init_parallel(layout.dp, layout.tp, layout.cp) if cfg.env.distributed else None
+    if groups is None or groups.rank == 0:
+        prepare_output(parser, cfg)
 
     model = build_model(cfg)
-    settings = cfg.train
-    optimizer = build_adamw(model.trainable_params(), lr=settings.optimizer.lr,
-                            weight_decay=settings.optimizer.weight_decay, betas=tuple(settings.optimizer.betas),
-                            eps=settings.optimizer.eps)
+    settings, opt = cfg.train, cfg.train.optimizer
+    if groups is not None:
+        parallelize(model, groups, sp=layout.sp, zero_stage=settings.settings.zero_stage)
+        # ParallelAdamW reduces gradients over the layout and clips by the global norm itself.
+        optimizer = ParallelAdamW(model, lr=opt.lr, weight_decay=opt.weight_decay, betas=tuple(opt.betas),
+                                  eps=opt.eps, clip_grad_norm=settings.settings.clip_grad_norm)
+        clip, dp_rank, dp_size = 0.0, groups.dp_rank, groups.dp
+    else:
+        if settings.settings.zero_stage:
+            raise ValueError("train.settings.zero_stage > 0 shards over data-parallel ranks: it needs "
+                             "--env.distributed True under msrun (or set it to 0)")
+        optimizer = build_adamw(model.trainable_params(), lr=opt.lr, weight_decay=opt.weight_decay,
+                                betas=tuple(opt.betas), eps=opt.eps)
+        clip, dp_rank, dp_size = settings.settings.clip_grad_norm, 0, 1
     flow = FlowMatching(**cfg.flow.as_dict())
     dataset = VideoDataset(**cfg.dataset.as_dict())
-    loader = VideoDataLoader(dataset, **cfg.dataloader.as_dict())
+    loader = VideoDataLoader(dataset, rank=dp_rank, world_size=dp_size, **cfg.dataloader.as_dict())
     inputs = build_inputs(cfg, model, dataset)
-    step = FlowMatchingTrainStep(model, optimizer, flow, jit=cfg.env.mode == 0,
-                                 clip_grad_norm=settings.settings.clip_grad_norm,
+    step = FlowMatchingTrainStep(model, optimizer, flow, jit=cfg.env.mode == 0, clip_grad_norm=clip,
                                  accumulation_steps=settings.settings.gradient_accumulation_steps)
     ema = EMA(model.trainable_params(), settings.ema.decay, settings.ema.warmup) if settings.ema else None
-    lr_policy = PlateauLR(settings.optimizer.lr, **settings.lr_scheduler.as_dict())
+    state = LocalState(model, optimizer, ema) if groups is None else ParallelState(model, optimizer, ema, groups)
+    lr_policy = PlateauLR(opt.lr, **settings.lr_scheduler.as_dict())
+    # t and noise: one stream per data-parallel rank, shared by the TP/CP ranks of its samples.
+    rng = np.random.default_rng([cfg.env.seed, dp_rank])
     trainer = Trainer(model=model, train_step=step, optimizer=optimizer, lr_policy=lr_policy, ema=ema, loader=loader,
-                      inputs=inputs, flow=flow, settings=settings, rng=np.random.default_rng(cfg.env.seed),
+                      inputs=inputs, flow=flow, settings=settings, rng=rng, state=state,
                       validation_batches=validation_batches(cfg, inputs), valid=cfg.valid,
                       run_config=json.loads(parser.dump(cfg, format="json")))
     return trainer.run()

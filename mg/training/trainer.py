@@ -18,9 +18,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from mg.models.dit.io import config_to_dict
-from mg.training.checkpoint import (CheckpointManager, load_checkpoint, load_state_dict, merge_namespaces,
-                                    rng_state, set_rng_state, split_namespaces, state_dict)
-from mg.training.optim import load_optimizer_state, optimizer_state, set_lr
+from mg.training.checkpoint import (CheckpointManager, load_checkpoint, merge_namespaces, rng_state, set_rng_state,
+                                    split_namespaces)
+from mg.training.optim import set_lr
+from mg.training.state_io import LocalState
 from mg.training.train_log import TrainingLog
 
 _logger = logging.getLogger(__name__)
@@ -96,8 +97,12 @@ class ValidSettings:
 
 
 class Trainer:
+    """`state` (default: LocalState) moves weights, optimizer state and EMA in and out of checkpoints; under a
+    parallel layout every rank runs the loop and the gathers, and only the writing rank logs and saves."""
+
     def __init__(self, *, model, train_step, optimizer, lr_policy, ema, loader, inputs, flow, settings, rng,
-                 validation_batches=None, valid=None, run_config=None):
+                 validation_batches=None, valid=None, run_config=None, state=None):
+        self.state = state or LocalState(model, optimizer, ema)
         self.model, self.train_step, self.optimizer = model, train_step, optimizer
         self.lr_policy, self.ema, self.loader, self.inputs, self.flow = lr_policy, ema, loader, inputs, flow
         self.settings, self.rng = settings, rng
@@ -110,16 +115,18 @@ class Trainer:
 
     # ---- checkpoints ---------------------------------------------------------------------------------------------
     def checkpoint_contents(self):
-        spaces = {"model": state_dict(self.model), "optimizer": optimizer_state(self.optimizer)}
+        spaces = {"model": self.state.model_state(), "optimizer": self.state.optimizer_state()}
         if self.ema is not None:
-            spaces["ema"] = self.ema.state_dict()
+            spaces["ema"] = self.state.ema_state()
         metadata = {"dit_config": config_to_dict(self.model.config), "loader": self.loader.state_dict(),
                     "lr_policy": self.lr_policy.state_dict(), "rng": rng_state({"train": self.rng}),
                     "ema_updates": self.ema.num_updates if self.ema is not None else 0, "config": self.run_config}
         return merge_namespaces(spaces), metadata
 
     def save(self):
-        tensors, metadata = self.checkpoint_contents()
+        tensors, metadata = self.checkpoint_contents()  # collective under a parallel layout
+        if not self.state.writes:
+            return None
         path = self.checkpoints.save(self.step, tensors, metadata)
         _logger.info("saved checkpoint %s", path)
         return path
@@ -128,12 +135,12 @@ class Trainer:
         path = self.checkpoints.resolve(where)
         tensors, metadata = load_checkpoint(path)
         spaces = split_namespaces(tensors)
-        load_state_dict(self.model, spaces["model"])
-        load_optimizer_state(self.optimizer, spaces["optimizer"])
+        self.state.load_model(spaces["model"])
+        self.state.load_optimizer(spaces["optimizer"])
         if self.ema is not None:
             if "ema" not in spaces:
                 raise ValueError(f"{path} has no EMA weights but this run keeps an EMA (set train.ema null)")
-            self.ema.load_state_dict(spaces["ema"], metadata["ema_updates"])
+            self.state.load_ema(spaces["ema"], metadata["ema_updates"])
         self.loader.load_state_dict(metadata["loader"])
         self.lr_policy.load_state_dict(metadata["lr_policy"])
         set_rng_state(metadata["rng"], {"train": self.rng})
@@ -172,10 +179,11 @@ class Trainer:
             raise FileExistsError(f"{self.checkpoints.directory} already holds checkpoints; pass --train.resume latest "
                                   "to continue that run, or choose another --train.output_path")
         previous_handler = signal.signal(signal.SIGTERM, self.request_stop)
-        log = TrainingLog(self.output, plot_every=self.settings.log.plot_every)
+        log = TrainingLog(self.output, plot_every=self.settings.log.plot_every) if self.state.writes else None
         accumulation = self.settings.settings.gradient_accumulation_steps
         data = self.batches()
-        progress = tqdm(total=self.settings.steps, initial=self.step, desc="train", dynamic_ncols=True)
+        progress = tqdm(total=self.settings.steps, initial=self.step, desc="train", dynamic_ncols=True,
+                        disable=not self.state.writes)
         try:
             while self.step < self.settings.steps and not self.stop_requested:
                 lr = self.lr_policy.lr_at(self.step)
@@ -197,7 +205,7 @@ class Trainer:
                     record["val_loss"] = self.validate()
                     if self.lr_policy.report_validation(record["val_loss"]):
                         _logger.info("validation plateaued: learning rate halved to %.3g", self.lr_policy.level)
-                if record:
+                if record and log is not None:
                     log.log(self.step, **record)
                 if (self.step % self.settings.save.every == 0 or self.step == self.settings.steps
                         or self.stop_requested):
@@ -205,5 +213,6 @@ class Trainer:
         finally:
             progress.close()
             signal.signal(signal.SIGTERM, previous_handler)
-        log.plot()
+        if log is not None:
+            log.plot()
         return self.step
