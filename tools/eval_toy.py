@@ -64,6 +64,10 @@ def evaluate_dataset(csv_path):
 def evaluate_model(pipeline, groups, sample, num_seeds, output_path, output, save_videos):
     records = []
     for group, combos in groups.items():
+        csv_fps = {float(f) for f in combos["fps"] if f}
+        if csv_fps and csv_fps != {float(sample["fps"])}:
+            _logger.warning("%s clips are at %s fps but sample.fps is %s: the FPS-<n> prefix differs from training",
+                            group, sorted(csv_fps), sample["fps"])
         prompts = combos["caption"].tolist()
         for seed in range(sample["seed"], sample["seed"] + num_seeds):
             for result in pipeline.generate(prompts, **{**sample, "seed": seed}):
