@@ -68,7 +68,7 @@ def _write_png_frames(path, frames):
     return folder
 
 
-def save_video(folder, prompt, seed, video, fps, formats=("mp4",), latent=None, overwrite=False, metadata=None):
+def save_video(folder, prompt, seed, video, fps, formats=("mp4",), latent=None, overwrite=False):
     """Write one video (3, T, H, W) in [-1, 1] as `<slug>_seed<seed>.<fmt>` for each format, and its latent if
     given (video None: the latent only); return the written paths. A one-frame video is written as a PNG image
     whatever the format.
@@ -94,7 +94,7 @@ def save_video(folder, prompt, seed, video, fps, formats=("mp4",), latent=None, 
             paths.append(_write_png_frames(base, frames))
     if latent is not None:
         path = folder / (stem + ".latent.safetensors")
-        meta = {"prompt": prompt, "seed": str(seed), "fps": str(fps), **{k: str(v) for k, v in (metadata or {}).items()}}
+        meta = {"prompt": prompt, "seed": str(seed), "fps": str(fps)}
         save_file({"latent": np.ascontiguousarray(latent, np.float32)}, str(path), metadata=meta)
         paths.append(path)
     return paths

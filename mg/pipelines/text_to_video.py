@@ -20,8 +20,8 @@ _logger = logging.getLogger(__name__)
 
 @dataclass
 class Generation:
-    """One batch of results. videos: float32 (B, 3, T, H, W) in [-1, 1] (None if not decoded); latents: the sampled (scaled) DiT
-    latents (B, C, T', h, w); seconds: wall-clock time per video (sampling + decoding)."""
+    """One batch of results. videos: float32 (B, 3, T, H, W) in [-1, 1] (None if not decoded); latents: the
+    sampled (scaled) DiT latents (B, C, T', h, w); fps: None for images; seconds: wall-clock time per video."""
     prompts: List[str]
     seeds: List[int]
     videos: np.ndarray

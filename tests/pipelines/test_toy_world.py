@@ -90,7 +90,8 @@ def test_dataset_is_deterministic_and_holds_out(tmp_path):
     assert list(train.columns) == list(tw.CSV_COLUMNS)
     combos = set(zip(train["colour"], train["shape"], train["direction"]))
     assert {("red", "circle", "left"), ("blue", "square", "up")}.isdisjoint(combos)
-    assert set(zip(held["colour"], held["shape"], held["direction"])) == {("red", "circle", "left"), ("blue", "square", "up")}
+    assert set(zip(held["colour"], held["shape"], held["direction"])) == {("red", "circle", "left"),
+                                                                           ("blue", "square", "up")}
     assert held.caption.tolist() == ["a red circle moving left, 8 fps", "a blue square moving up, 8 fps"]
     for name in train.video.tolist()[:3] + train.video.tolist()[-2:]:
         first = read_frames(str(tmp_path / "a" / name), np.arange(1))
