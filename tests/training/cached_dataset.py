@@ -15,6 +15,7 @@ CAPTIONS = ["a red square moves left", "a blue circle moves up", 'a sign reading
 def write_cached_dataset(root, rows=8, latent_shape=(4, 1, 4, 4), fps=8.0, seed=0):
     """Writes root/{train,valid}.csv, latents/, text/<kind>/ and tae.safetensors.json; returns config overrides."""
     rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
     latents, text = root / "latents", root / "text"
     for split, n in (("train", rows), ("valid", 2)):
         with open(root / f"{split}.csv", "w", newline="") as f:
