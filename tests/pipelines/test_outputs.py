@@ -69,3 +69,18 @@ def test_shipped_configs_bind_to_the_cli(name):
     cfg = module.build_parser().parse_args(["--config", str(ROOT / "configs" / "inference" / name), "--prompts", "x"])
     assert cfg.model.dit_checkpoint.endswith("dit.safetensors") and cfg.sample.num_steps == 50
     assert cfg.sample.schedule == "linear_quadratic" and cfg.sample.guidance_scale == 7.5
+
+
+def test_toy_config_lengths_hold_every_toy_caption():
+    """No toy caption is truncated by the tiny (character / byte level) tokenizers at toy.yaml's lengths."""
+    import yaml
+
+    from mg.data import toy_world as tw
+    from mg.models.text_encoders import prepare_prompt
+    from mg.models.text_encoders.tiny import tiny_clip_tokenizer, tiny_t5_tokenizer
+
+    lengths = yaml.safe_load((ROOT / "configs" / "inference" / "toy.yaml").read_text())["model"]["text_max_lengths"]
+    captions = [tw.caption(c, s, d, 8) for c, s, d in tw.all_combos()]
+    for kind, tokenizer in (("ul2", tiny_t5_tokenizer()), ("metaclip", tiny_clip_tokenizer())):
+        longest = max(len(tokenizer(prepare_prompt(c, 8, kind))["input_ids"]) for c in captions)
+        assert longest <= lengths[kind], (kind, longest)
