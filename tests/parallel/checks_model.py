@@ -25,6 +25,7 @@ TEXT_DIMS = {"ul2": 12, "byt5": 8}
 # Adam's first step is lr * g / (|g| + eps): with eps = 1e-8, gradients of ~1e-10 (saturated softmax) would turn
 # float rounding into weight differences of 1e-4; eps = 1e-6 keeps the comparison well-conditioned.
 ADAMW = dict(lr=1e-2, weight_decay=0.1, eps=1e-6)
+CLIP = 4.0  # global-norm clipping in every layout check: the test batches' gradient norms are 10-16
 PER_RANK_BATCH = 2
 
 
@@ -89,31 +90,31 @@ def _loss_and_grads(model, params, flow, inputs):
 
 
 @functools.lru_cache(maxsize=None)
-def single_process_step(batch_size, clip=0.0):
+def single_process_step(batch_size):
     """The single-process model on the global batch: output, loss, gradients, weights and AdamW state after a step
-    (gradients clipped to global norm `clip` first if > 0; the test batches' norms are 10-16)."""
+    with the gradients clipped to global norm CLIP."""
     flow = FlowMatching()
     full = _tensors(*make_batch(batch_size))
     ref = make_model(reference_weights())
     ref_opt = build_adamw(ref.trainable_params(), **ADAMW)
     out = ref(flow.interpolate(full[1], full[0], full[2]), full[2], full[3], full[4]).asnumpy()
     loss, grads = _loss_and_grads(ref, ref_opt.parameters, flow, full)
-    applied = ops.clip_by_global_norm(grads, clip) if clip > 0 else grads
+    clipped = ops.clip_by_global_norm(grads, CLIP)
     grads = {p.name: g.asnumpy() for p, g in zip(ref_opt.parameters, grads)}
-    ref_opt(applied)
+    ref_opt(clipped)
     return out, float(loss.asnumpy()), grads, state_dict(ref), optimizer_state(ref_opt)
 
 
-def check_layout(name, dp, tp, cp, sp=False, zero_stage=0, clip=0.0, checkpoint_dir=None):
-    """One training step of the layout against the single-process model on the global batch, gradients clipped to
-    global norm `clip` if > 0 (then, with `checkpoint_dir`, its checkpoint moved to one process and back)."""
+def check_layout(name, dp, tp, cp, sp=False, zero_stage=0, checkpoint_dir=None):
+    """One training step (gradients clipped to global norm CLIP) of the layout against the single-process model on
+    the global batch (then, with `checkpoint_dir`, its checkpoint moved to one process and back)."""
     groups = init_parallel(dp=dp, tp=tp, cp=cp)
     flow, weights = FlowMatching(), reference_weights()
     batch = make_batch(PER_RANK_BATCH * dp)
-    out_ref, loss_ref, grads_ref, weights_ref, adamw_ref = single_process_step(PER_RANK_BATCH * dp, clip)
+    out_ref, loss_ref, grads_ref, weights_ref, adamw_ref = single_process_step(PER_RANK_BATCH * dp)
     model = make_model(weights)
     parallelize(model, groups, sp=sp, zero_stage=zero_stage)
-    opt = ParallelAdamW(model, **ADAMW, clip_grad_norm=clip)
+    opt = ParallelAdamW(model, **ADAMW, clip_grad_norm=CLIP)
     rows = slice(groups.dp_rank * PER_RANK_BATCH, (groups.dp_rank + 1) * PER_RANK_BATCH)
     local = _tensors(*batch, rows=rows)
     out = model(flow.interpolate(local[1], local[0], local[2]), local[2], local[3], local[4]).asnumpy()
@@ -210,7 +211,7 @@ def check_jit_step(name, dp, tp, zero_stage=0):
     _, _, _, weights_ref, _ = single_process_step(PER_RANK_BATCH * dp)
     model = make_model(weights)
     parallelize(model, groups, zero_stage=zero_stage)
-    step = FlowMatchingTrainStep(model, ParallelAdamW(model, **ADAMW), flow, jit=True)
+    step = FlowMatchingTrainStep(model, ParallelAdamW(model, **ADAMW, clip_grad_norm=CLIP), flow, jit=True)
     rows = slice(groups.dp_rank * PER_RANK_BATCH, (groups.dp_rank + 1) * PER_RANK_BATCH)
     step(*_tensors(*make_batch(PER_RANK_BATCH * dp), rows=rows))
     return {f"jit/{name}/weights_after_adamw": _dict_err(gather_state_dict(model), weights_ref,
@@ -221,7 +222,7 @@ def check_comm_volume():
     """The byte meter against closed forms for dp=2: stage 0 all-reduces every fp32 gradient once (one bucket);
     stage 2 reduce-scatters them, each zero-padded to an even length."""
     groups = init_parallel(dp=2)
-    flow, weights = FlowMatching(), reference_weights()
+    weights = reference_weights()
     sizes = [w.size for w in weights.values()]
     expected = {0: {"all_reduce": {"calls": 1, "bytes": 4 * sum(sizes)}},
                 2: {"reduce_scatter": {"calls": 1, "bytes": 4 * sum(2 * math.ceil(n / 2) for n in sizes)}}}
@@ -230,7 +231,7 @@ def check_comm_volume():
         model = make_model(weights)
         parallelize(model, groups, zero_stage=stage)
         opt = ParallelAdamW(model, **ADAMW)
-        _, grads = _loss_and_grads(model, opt.parameters, flow, _tensors(*make_batch(PER_RANK_BATCH)))
+        grads = [ms.Tensor(np.ones(p.shape, np.float32)) for p in opt.parameters]  # the bytes do not depend on values
         METER.reset()
         METER.enabled = True
         opt.reduce_gradients(grads)
