@@ -11,7 +11,7 @@ from mg.parallel.parallelize import parallelize
 from mg.parallel.zero import ParallelAdamW
 from mg.schedulers import FlowMatching
 from mg.training.checkpoint import state_dict
-from mg.training.optim import build_adamw
+from mg.training.optim import build_adamw, get_lr, set_lr
 
 
 def tiny_model(seed=0):
@@ -78,6 +78,8 @@ def test_single_process_layout_is_the_plain_model_and_adamw():
         opt(grads)
     got, expected = state_dict(model), state_dict(ref)
     assert max(float(np.abs(got[k] - expected[k]).max()) for k in expected) < 1e-6
+    set_lr(parallel, 5e-3)  # the training loop's learning-rate policy drives it like AdamW
+    assert get_lr(parallel) == pytest.approx(5e-3)
 
 
 def test_random_draws_are_shared_within_a_sample_and_differ_across_dp_ranks():
