@@ -20,7 +20,6 @@ from __future__ import annotations
 from collections import namedtuple
 
 import mindspore as ms
-import numpy as np
 from mindspore import Parameter, ParameterTuple, Tensor, mint, nn, ops
 
 from mg.parallel.layers import flat_shard_length, shard_flat
@@ -40,7 +39,7 @@ class ParallelAdamW(nn.Cell):
             raise ValueError(f"weight_decay and clip_grad_norm must be >= 0, got {weight_decay}, {clip_grad_norm}")
         self.plan, self.groups = plan, plan.groups
         self.stage, self.clip = plan.zero_stage, float(clip_grad_norm)
-        params = [p for p in model.trainable_params()]
+        params = list(model.trainable_params())
         if [p.name for p in params] != list(plan.params):
             raise ValueError("the model's trainable parameters do not match its parallel plan")
         self.parameters = ParameterTuple(params)
