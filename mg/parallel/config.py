@@ -8,12 +8,13 @@ class ParallelConfig:
 
     dp: data-parallel ranks (the ZeRO stage is train.settings.zero_stage); tp: tensor-parallel ranks (divides the
     heads, model width and FFN width; keep it inside a node); cp: context-parallel ranks (shards the tokens; K and V
-    are all-gathered); sp: sequence parallelism on the TP group (norms and residuals on token shards).
+    are all-gathered); sp: sequence parallelism on the TP group (norms and residuals on token shards; recommended
+    whenever tp > 1).
     """
     dp: int = 1
     tp: int = 1
     cp: int = 1
-    sp: bool = True
+    sp: bool = False
 
     def __post_init__(self):
         for name in ("dp", "tp", "cp"):
