@@ -26,7 +26,7 @@ for split in train heldout; do
   python tools/cache_text_embeddings.py --csv_path "$RUN/data/$split.csv" --video_folder "$RUN/data" \
     --output_folders "{ul2: $RUN/cache/ul2, metaclip: $RUN/cache/metaclip}" \
     --encoder_paths "{ul2: $RUN/text_encoders/ul2, metaclip: $RUN/text_encoders/metaclip}" \
-    --max_lengths "{ul2: 32, metaclip: 32}"
+    --max_lengths "{ul2: 64, metaclip: 64}"
 done
 
 python train.py --config configs/train/toy_stage1_t2i.yaml
