@@ -170,10 +170,8 @@ def main(argv=None):
     ema = EMA(model.trainable_params(), settings.ema.decay, settings.ema.warmup) if settings.ema else None
     state = LocalState(model, optimizer, ema) if groups is None else ParallelState(model, optimizer, ema, groups)
     lr_policy = PlateauLR(opt.lr, **settings.lr_scheduler.as_dict())
-    # t and noise: one stream per data-parallel rank, shared by the TP/CP ranks of its samples.
-    rng = np.random.default_rng([cfg.env.seed, dp_rank])
     trainer = Trainer(model=model, train_step=step, optimizer=optimizer, lr_policy=lr_policy, ema=ema, loader=loader,
-                      inputs=inputs, flow=flow, settings=settings, rng=rng, state=state,
+                      inputs=inputs, flow=flow, settings=settings, seed=cfg.env.seed, dp_rank=dp_rank, state=state,
                       validation_batches=validation_batches(cfg, inputs), valid=cfg.valid,
                       run_config=json.loads(parser.dump(cfg, format="json")))
     return trainer.run()

@@ -1,8 +1,9 @@
 """The training loop: steps, gradient accumulation, EMA, validation driving the learning-rate policy, logging,
 checkpoints that resume exactly, and a checkpoint on SIGTERM.
 
-Everything random in a step (t, noise, posterior samples of pixel batches) is drawn from one NumPy Generator whose
-state goes into every checkpoint, and the data loader's position goes in too, so a resumed run continues with exactly
+Everything random in a step (t, noise, posterior samples of pixel batches) is drawn from a NumPy Generator seeded by
+(seed, step, data-parallel rank): equal on the ranks that share a sample, different across data-parallel ranks, and
+needing no saved state. With the data loader's position in every checkpoint, a resumed run continues with exactly
 the batches, times and noise an uninterrupted run would have used.
 """
 import logging
@@ -100,12 +101,12 @@ class Trainer:
     """`state` (default: LocalState) moves weights, optimizer state and EMA in and out of checkpoints; under a
     parallel layout every rank runs the loop and the gathers, and only the writing rank logs and saves."""
 
-    def __init__(self, *, model, train_step, optimizer, lr_policy, ema, loader, inputs, flow, settings, rng,
-                 validation_batches=None, valid=None, run_config=None, state=None):
+    def __init__(self, *, model, train_step, optimizer, lr_policy, ema, loader, inputs, flow, settings, seed,
+                 dp_rank=0, validation_batches=None, valid=None, run_config=None, state=None):
         self.state = state or LocalState(model, optimizer, ema)
         self.model, self.train_step, self.optimizer = model, train_step, optimizer
         self.lr_policy, self.ema, self.loader, self.inputs, self.flow = lr_policy, ema, loader, inputs, flow
-        self.settings, self.rng = settings, rng
+        self.settings, self.seed, self.dp_rank = settings, seed, dp_rank
         self.validation_batches, self.valid = validation_batches, valid
         self.run_config = run_config or {}
         self.output = Path(settings.output_path)
@@ -119,7 +120,7 @@ class Trainer:
         if self.ema is not None:
             spaces["ema"] = self.state.ema_state()
         metadata = {"dit_config": config_to_dict(self.model.config), "loader": self.loader.state_dict(),
-                    "lr_policy": self.lr_policy.state_dict(), "rng": rng_state({"train": self.rng}),
+                    "lr_policy": self.lr_policy.state_dict(), "rng": rng_state(),
                     "ema_updates": self.ema.num_updates if self.ema is not None else 0, "config": self.run_config}
         return merge_namespaces(spaces), metadata
 
@@ -143,7 +144,7 @@ class Trainer:
             self.state.load_ema(spaces["ema"], metadata["ema_updates"])
         self.loader.load_state_dict(metadata["loader"])
         self.lr_policy.load_state_dict(metadata["lr_policy"])
-        set_rng_state(metadata["rng"], {"train": self.rng})
+        set_rng_state(metadata["rng"])
         self.step = int(metadata["step"])
         _logger.info("resumed from %s at step %d", path, self.step)
 
@@ -152,10 +153,10 @@ class Trainer:
         while True:
             yield from self.loader
 
-    def micro_step(self, batch):
-        x1, embs, masks = self.inputs(batch, self.rng)
-        x0 = ms.Tensor(self.flow.sample_noise(x1.shape, self.rng))
-        t = ms.Tensor(self.flow.sample_t(x1.shape[0], self.rng))
+    def micro_step(self, batch, rng):
+        x1, embs, masks = self.inputs(batch, rng)
+        x0 = ms.Tensor(self.flow.sample_noise(x1.shape, rng))
+        t = ms.Tensor(self.flow.sample_t(x1.shape[0], rng))
         return float(self.train_step(x1, x0, t, embs, masks).asnumpy())
 
     def validate(self):
@@ -189,7 +190,8 @@ class Trainer:
                 lr = self.lr_policy.lr_at(self.step)
                 set_lr(self.optimizer, lr)
                 start = time.perf_counter()
-                loss = float(np.mean([self.micro_step(next(data)) for _ in range(accumulation)]))
+                rng = np.random.default_rng([self.seed, self.step, self.dp_rank])
+                loss = float(np.mean([self.micro_step(next(data), rng) for _ in range(accumulation)]))
                 if not math.isfinite(loss):
                     raise FloatingPointError(f"loss is {loss} at step {self.step + 1}: stopping (last checkpoint kept)")
                 if self.ema is not None:
