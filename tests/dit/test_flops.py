@@ -1,0 +1,44 @@
+"""The analytic FLOP count equals a count of the matmuls a real forward pass executes."""
+import mindspore as ms
+import numpy as np
+from mindspore import mint
+
+import mg.models.dit.kernels as kernels
+import mg.models.dit.layers as layers
+from mg.models.dit.embeddings import PatchEmbed3D
+from mg.models.dit.flops import forward_flops, training_flops
+
+from dit.helpers import random_model, text_inputs
+
+
+def test_formula_matches_the_executed_matmul_shapes(monkeypatch):
+    counted = []
+    real_linear, real_matmul, real_patch = mint.nn.functional.linear, mint.matmul, PatchEmbed3D.construct
+
+    def linear(x, weight, bias=None):
+        counted.append(2 * int(np.prod(x.shape[:-1])) * weight.shape[0] * weight.shape[1])
+        return real_linear(x, weight, bias)
+
+    def matmul(a, b):
+        counted.append(2 * int(np.prod(a.shape)) * b.shape[-1])
+        return real_matmul(a, b)
+
+    def patch(self, x):
+        out = real_patch(self, x)
+        counted.append(2 * out.shape[0] * out.shape[1] * int(np.prod(self.proj.weight.shape)))
+        return out
+
+    monkeypatch.setattr(layers.mint.nn.functional, "linear", linear)
+    monkeypatch.setattr(kernels.mint, "matmul", matmul)
+    monkeypatch.setattr(PatchEmbed3D, "construct", patch)
+
+    model = random_model()
+    rng = np.random.default_rng(0)
+    batch, shape = 2, (2, 4, 3, 6, 8)                      # 3 x 3 x 4 = 36 patches per sample
+    embs, masks = text_inputs(batch, [[5, 2], [1, 6]], rng)  # padded lengths 5 and 6
+    model(ms.Tensor(rng.standard_normal(shape).astype(np.float32)), ms.Tensor(np.array([0.1, 0.9], np.float32)),
+          embs, masks)
+    expected = forward_flops(model.config, batch, 36, {"ul2": 5, "byt5": 6})
+    assert len(counted) > 20  # the hooks saw the projections and attention matmuls
+    assert sum(counted) == expected
+    assert training_flops(model.config, batch, 36, {"ul2": 5, "byt5": 6}) == 3 * expected
