@@ -1,5 +1,6 @@
 """Sampling: first-order Euler integration of the learned velocity field from noise (t = 0) to data (t = 1),
 on a linear or the linear-quadratic t-schedule, with classifier-free guidance."""
+import mindspore as ms
 import numpy as np
 from mindspore import Tensor, mint
 from tqdm.auto import tqdm
@@ -39,9 +40,10 @@ def linear_quadratic_timesteps(num_steps, linear_steps=None, reference_steps=100
 
 
 def concat_batch(a, b):
-    """Concatenate two (nested tuples of) tensors along the batch axis."""
+    """Concatenate two (nested tuples of) tensors along the batch axis. Tuples come back as `ms.mutable`: a plain
+    tuple is a compile-time constant to a jitted model, which would then recompile at every step."""
     if isinstance(a, (tuple, list)):
-        return tuple(concat_batch(x, y) for x, y in zip(a, b))
+        return ms.mutable(tuple(concat_batch(x, y) for x, y in zip(a, b)))
     return mint.cat([a, b], dim=0)
 
 

@@ -1,0 +1,214 @@
+"""Training and sampling speed of the transformer on this machine, against its own matrix-multiply peak.
+
+    python tools/benchmark.py --output_dir docs/performance            # the full table (tens of minutes on 2 cores)
+    python tools/benchmark.py --models "[toy]" --tokens "[256]" --steps 3 --output_dir /tmp/bench   # a quick look
+
+Every measurement runs in its own process (peak RSS is per process): a training step (forward, backward, AdamW) in
+PyNative and in graph mode (ms.jit; the first call, which compiles, is reported separately), with and without
+recompute; the fp32 GEMM throughput measured by MindSpore in the same run is the yardstick (MFU-vs-GEMM = achieved
+model FLOP/s / GEMM FLOP/s); sampling is timed per denoising step and per 50-step video, with and without CFG.
+Writes benchmark.md (tables) and step_time_vs_tokens.png into --output_dir and prints the tables.
+"""
+import mg  # noqa: F401  (quiet MindSpore logging)
+
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import List
+
+import numpy as np
+from jsonargparse import CLI
+
+# name -> DiTConfig fields: the toy model, a 4-layer d=512 model, one block of the 1B preset
+MODELS = {
+    "toy": dict(preset="toy"),
+    "d512x4": dict(preset="tiny", depth=4, dim=512, ffn_dim=1408, num_heads=8),
+    "1B-block": dict(preset="1B", depth=1),
+}
+TEXT_TOKENS, TEXT_WIDTH = 64, 256
+
+
+def grid_for(tokens):
+    """A one-frame patch grid (h, w) with h * w = tokens, as square as possible."""
+    h = int(np.sqrt(tokens))
+    while tokens % h:
+        h -= 1
+    return h, tokens // h
+
+
+def build(model_name, tokens, recompute):
+    from mg.models.dit import MovieGenDiT, dit_config
+    spec = dict(MODELS[model_name])
+    h, w = grid_for(tokens)
+    config = dit_config(spec.pop("preset"), **spec, text_encoders={"ul2": TEXT_WIDTH}, max_t=1, max_h=h, max_w=w,
+                        recompute_every=1 if recompute else 0)
+    return MovieGenDiT(config), (1, config.in_channels, 1, 2 * h, 2 * w)
+
+
+def peak_rss_mib():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# ---- measurements (each runs inside a worker process) -----------------------------------------------------------
+def measure_gemm(size=2048, repeats=10):
+    import mindspore as ms
+    from mindspore import mint
+    a, b = (ms.Tensor(np.random.default_rng(i).standard_normal((size, size), dtype=np.float32)) for i in range(2))
+    mint.matmul(a, b).asnumpy()
+    best = min(_timed(lambda: mint.matmul(a, b).asnumpy()) for _ in range(repeats))
+    return {"gemm_gflops": 2 * size ** 3 / best / 1e9}
+
+
+def _timed(fn):
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def measure_train(model, tokens, mode, recompute, steps, warmup):
+    import mindspore as ms
+    from mg.models.dit.flops import training_flops
+    from mg.schedulers import FlowMatching
+    from mg.training.optim import build_adamw
+    from mg.training.train_step import FlowMatchingTrainStep
+    net, shape = build(model, tokens, recompute)
+    optimizer = build_adamw(net.trainable_params(), lr=1e-4, weight_decay=0.0)
+    step = FlowMatchingTrainStep(net, optimizer, FlowMatching(), jit=mode == "graph")
+    rng = np.random.default_rng(0)
+    x1, x0 = (ms.Tensor(rng.standard_normal(shape, dtype=np.float32)) for _ in range(2))
+    t = ms.Tensor(np.array([0.5], np.float32))
+    embs = (ms.Tensor(rng.standard_normal((1, TEXT_TOKENS, TEXT_WIDTH), dtype=np.float32)),)
+    masks = (ms.Tensor(np.ones((1, TEXT_TOKENS), np.float32)),)
+
+    def run():
+        step(x1, x0, t, embs, masks).asnumpy()
+
+    first = _timed(run)
+    for _ in range(warmup):
+        run()
+    times = [_timed(run) for _ in range(steps)]
+    median = statistics.median(times)
+    flops = training_flops(net.config, 1, tokens, {"ul2": TEXT_TOKENS})
+    return {"first_call_s": first, "step_s": median, "step_min_s": min(times), "step_max_s": max(times),
+            "tokens_per_s": tokens / median, "tflop_per_step": flops / 1e12, "gflops": flops / median / 1e9,
+            "attention_share": _attention_share(net.config, tokens), "peak_rss_mib": peak_rss_mib()}
+
+
+def _attention_share(config, tokens):
+    """Fraction of the step's FLOPs in self-attention scores and weighted sums (4 n^2 d per block)."""
+    from mg.models.dit.flops import forward_flops
+    return config.depth * 4 * tokens ** 2 * config.dim / forward_flops(config, 1, tokens, {"ul2": TEXT_TOKENS})
+
+
+def measure_sampling(steps=50):
+    import mindspore as ms
+    from mg.models.dit import MovieGenDiT, dit_config
+    from mg.schedulers import EulerSampler
+    net = MovieGenDiT(dit_config("toy", text_encoders={"ul2": TEXT_WIDTH}, max_t=3, max_h=4, max_w=4))
+    net.set_train(False)
+    model_fn = ms.jit(net.construct)
+    rng = np.random.default_rng(0)
+    noise = rng.standard_normal((1, 16, 3, 8, 8), dtype=np.float32)
+    text = (ms.mutable((ms.Tensor(rng.standard_normal((1, TEXT_TOKENS, TEXT_WIDTH), dtype=np.float32)),)),
+            ms.mutable((ms.Tensor(np.ones((1, TEXT_TOKENS), np.float32)),)))
+    result = {}
+    for label, guidance in (("no_cfg", 1.0), ("cfg", 7.5)):
+        sampler = EulerSampler(steps, guidance_scale=guidance)
+        sampler.sample(model_fn, noise, text, text)  # compiles
+        seconds = _timed(lambda: sampler.sample(model_fn, noise, text, text).asnumpy())
+        result[f"{label}_video_s"], result[f"{label}_step_s"] = seconds, seconds / steps
+    return result
+
+
+def worker(task):
+    kind = task.pop("kind")
+    fn = {"gemm": measure_gemm, "train": measure_train, "sampling": measure_sampling}[kind]
+    print("RESULT " + json.dumps(fn(**task)), flush=True)
+
+
+# ---- the driver ------------------------------------------------------------------------------------------------
+def run_worker(task):
+    proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(task)], capture_output=True, text=True)
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT "):])
+    return {"error": (proc.stderr.strip().splitlines() or ["no output"])[-1]}
+
+
+def main(models: List[str] = ("toy", "d512x4", "1B-block"), tokens: List[int] = (256, 1024, 2048, 4096, 8192),
+         modes: List[str] = ("pynative", "graph"), recompute: bool = True, steps: int = 5, warmup: int = 2,
+         output_dir: str = "benchmark"):
+    """models: of {toy, d512x4, 1B-block}; tokens: video tokens per sample (batch 1, 64 text tokens);
+    recompute: also measure graph mode with recompute of every block."""
+    unknown = sorted(set(models) - set(MODELS))
+    if unknown:
+        raise SystemExit(f"--models: unknown {unknown}; choose from {sorted(MODELS)}")
+    gemm = run_worker({"kind": "gemm"})
+    rows = []
+    for model in models:
+        for n in tokens:
+            variants = [(mode, False) for mode in modes] + ([("graph", True)] if recompute else [])
+            for mode, rc in variants:
+                result = run_worker({"kind": "train", "model": model, "tokens": n, "mode": mode, "recompute": rc,
+                                     "steps": steps, "warmup": warmup})
+                rows.append({"model": model, "tokens": n, "mode": mode, "recompute": rc, **result})
+                print(json.dumps(rows[-1]), flush=True)
+    sampling = run_worker({"kind": "sampling"})
+    write_report(Path(output_dir), gemm, rows, sampling)
+
+
+def write_report(out, gemm, rows, sampling):
+    out.mkdir(parents=True, exist_ok=True)
+    peak = gemm.get("gemm_gflops", float("nan"))
+    lines = [f"GEMM (fp32 2048^3, MindSpore, same run): {peak:.1f} GFLOP/s", "",
+             "| model | tokens | mode | recompute | first call s | step s (min-max) | tokens/s | TFLOP/step | "
+             "GFLOP/s | MFU-vs-GEMM | attention share | peak RSS MiB |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['model']} | {r['tokens']} | {r['mode']} | {r['recompute']} | error: {r['error']} |")
+            continue
+        lines.append(f"| {r['model']} | {r['tokens']} | {r['mode']} | {r['recompute']} | {r['first_call_s']:.1f} | "
+                     f"{r['step_s']:.3f} ({r['step_min_s']:.3f}-{r['step_max_s']:.3f}) | {r['tokens_per_s']:.0f} | "
+                     f"{r['tflop_per_step']:.3f} | {r['gflops']:.1f} | {r['gflops'] / peak:.0%} | "
+                     f"{r['attention_share']:.0%} | {r['peak_rss_mib']:.0f} |")
+    lines += ["", "Sampling, toy model (48 tokens), 50 steps, compiled transformer (no TAE decode):", "",
+              "| | s/step | s/video |", "|---|---|---|"]
+    for label in ("no_cfg", "cfg"):
+        if f"{label}_step_s" in sampling:
+            lines.append(f"| {label} | {sampling[f'{label}_step_s']:.4f} | {sampling[f'{label}_video_s']:.2f} |")
+    text = "\n".join(lines) + "\n"
+    (out / "benchmark.md").write_text(text)
+    print(text)
+    plot(out / "step_time_vs_tokens.png", rows)
+
+
+def plot(path, rows):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for model in dict.fromkeys(r["model"] for r in rows):
+        points = [r for r in rows if r["model"] == model and r["mode"] == "graph" and not r["recompute"]
+                  and "error" not in r]
+        if points:
+            left.plot([r["tokens"] for r in points], [r["step_s"] for r in points], "o-", label=model)
+            right.plot([r["tokens"] for r in points], [r["attention_share"] for r in points], "o-", label=model)
+    left.set(xscale="log", yscale="log", xlabel="video tokens", ylabel="s / training step (graph mode)")
+    right.set(xscale="log", xlabel="video tokens", ylabel="self-attention share of FLOPs")
+    for ax in (left, right):
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--worker":
+        worker(json.loads(sys.argv[2]))
+    else:
+        CLI(main)
