@@ -6,5 +6,5 @@ set -euo pipefail
 msrun --worker_num=8 --local_worker_num=8 --master_port=8118 --log_dir=output/logs/dp2_tp4 --join=True \
     train.py --config configs/train/stage2_t2iv_256px.yaml \
     --model.depth 32 --model.dim 3072 --model.ffn_dim 8192 --model.num_heads 24 \
-    --parallel.dp 2 --parallel.tp 4 --parallel.sp true --train.settings.zero_stage 1 \
+    --env.distributed true --parallel.dp 2 --parallel.tp 4 --parallel.sp true --train.settings.zero_stage 1 \
     --train.output_path output/stage2_dp2_tp4 "$@"
