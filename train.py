@@ -22,13 +22,13 @@ from jsonargparse import ActionConfigFile, ArgumentParser
 from mg.data import VideoDataLoader, VideoDataset
 from mg.models.dit import DiTConfig, MovieGenDiT, load_dit_weights
 from mg.models.dit.io import select_weights
-from mg.models.tae import load_tae
+from mg.models.tae.io import load_tae, load_tae_config
 from mg.models.text_encoders import build_text_encoder
 from mg.parallel import ParallelAdamW, ParallelConfig, init_parallel, parallelize
 from mg.schedulers import FlowMatching
 from mg.training.checkpoint import load_checkpoint
 from mg.training.ema import EMA
-from mg.training.inputs import ModelInputs, read_tae_config
+from mg.training.inputs import ModelInputs
 from mg.training.lr_policy import PlateauLR
 from mg.training.optim import build_adamw
 from mg.training.state_io import LocalState, ParallelState
@@ -105,7 +105,7 @@ def build_inputs(cfg, model, dataset):
     tae = None if dataset.latent_mode else load_tae(cfg.tae.path)
     encoders = {kind: build_text_encoder(kind, spec.path, spec.max_length)
                 for kind, spec in (cfg.text_encoders or {}).items()}
-    return ModelInputs(model.config.text_encoders, read_tae_config(cfg.tae.path), tae, encoders, cfg.tae.tiled)
+    return ModelInputs(model.config.text_encoders, load_tae_config(cfg.tae.path), tae, encoders, cfg.tae.tiled)
 
 
 def validation_batches(cfg, inputs):

@@ -3,22 +3,10 @@
 Batches come from mg.data in latent mode (cached TAE latents) or pixel mode (videos the TAE encodes here), with
 cached text embeddings (`<kind>_emb` / `<kind>_mask`) or captions that the text encoders encode here.
 """
-import json
-
 import mindspore as ms
 import numpy as np
 
-from mg.models.tae.config import TAEConfig
-from mg.models.tae.io import config_path
 from mg.models.text_encoders import prepare_prompt
-
-
-def read_tae_config(path):
-    """The TAEConfig stored beside a TAE checkpoint (no weights are read)."""
-    sidecar = config_path(path)
-    if not sidecar.is_file():
-        raise FileNotFoundError(f"TAE checkpoint config {sidecar} does not exist (tae.path = {path})")
-    return TAEConfig.from_dict(json.loads(sidecar.read_text())["config"])
 
 
 class ModelInputs:

@@ -48,17 +48,22 @@ def load_tae_weights(tae, state, source="state dict"):
     return tae
 
 
+def load_tae_config(path):
+    """The TAEConfig in the sidecar `path.json` of a TAE checkpoint (no weights are read)."""
+    meta = config_path(path)
+    if not meta.is_file():
+        raise FileNotFoundError(f"TAE checkpoint {path} has no sidecar config {meta}; pass config=TAEConfig(...)")
+    try:
+        return TAEConfig.from_dict(json.loads(meta.read_text())["config"])
+    except (KeyError, ValueError, TypeError) as err:
+        raise ValueError(f"bad TAE config in {meta}: {err}") from err
+
+
 def load_tae(path, config=None):
     """A TemporalAutoencoder from `path` (safetensors) and its sidecar `path.json` (or an explicit TAEConfig)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"load_tae: no checkpoint at {path}")
     if config is None:
-        meta = config_path(path)
-        if not meta.is_file():
-            raise FileNotFoundError(f"load_tae: {path} has no sidecar config {meta}; pass config=TAEConfig(...)")
-        try:
-            config = TAEConfig.from_dict(json.loads(meta.read_text())["config"])
-        except (KeyError, ValueError, TypeError) as err:
-            raise ValueError(f"load_tae: bad config in {meta}: {err}") from err
+        config = load_tae_config(path)
     return load_tae_weights(TemporalAutoencoder(config), load_file(str(path)), source=str(path))
