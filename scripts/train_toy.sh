@@ -6,14 +6,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN=${RUN:-runs/toy}
 EXPORT=${EXPORT:-checkpoints/toy}
-TAE_STEPS=${TAE_STEPS:-1200}
+TAE_STEPS=${TAE_STEPS:-800}
 export GLOG_v=3
 
 python tools/make_toy_dataset.py --output_folder "$RUN/data"
 
-python tools/train_tae.py --config configs/tae/train_toy.yaml --data.synthetic false \
-  --data.csv_path "$RUN/data/train.csv" --data.video_folder "$RUN/data" --data.height 64 --data.width 64 \
-  --data.frames 16 --data.num_workers 0 --train.output_dir "$RUN/tae" --train.steps "$TAE_STEPS"
+python tools/train_tae.py --config configs/tae/train_toy.yaml --data.csv_path "$RUN/data/train.csv" \
+  --data.video_folder "$RUN/data" --train.output_dir "$RUN/tae" --train.steps "$TAE_STEPS"
 
 python tools/make_tiny_text_encoders.py "$RUN/text_encoders" --kinds "[ul2, metaclip]" --hidden_size 64 \
   --num_layers 2 --num_heads 4 --max_positions 64 \

@@ -6,7 +6,8 @@
 Every measurement runs in its own process (peak RSS is per process): a training step (forward, backward, AdamW) in
 PyNative and in graph mode (ms.jit; the first call, which compiles, is reported separately), with and without
 recompute; the fp32 GEMM throughput measured by MindSpore in the same run is the yardstick (MFU-vs-GEMM = achieved
-model FLOP/s / GEMM FLOP/s); sampling is timed per denoising step and per 50-step video, with and without CFG.
+model FLOP/s / GEMM FLOP/s); sampling is timed per denoising step and per 50-step video, with and without CFG; the
+toy world's TAE (preset small, base 16) is timed encoding and decoding 64x64 videos, tiled and untiled.
 Writes benchmark.md (tables) and step_time_vs_tokens.png into --output_dir and prints the tables.
 """
 import mg  # noqa: F401  (quiet MindSpore logging)
@@ -124,9 +125,24 @@ def measure_sampling(steps=50):
     return result
 
 
+def measure_tae(frames, size, tiled):
+    """Frames/s of TAE encode and decode (PyNative, as the pipelines run them) for one video."""
+    import mindspore as ms
+    from mg.models.tae import TemporalAutoencoder, tae_config
+    tae = TemporalAutoencoder(tae_config("small", base_channels=16))
+    tae.set_train(False)
+    video = ms.Tensor(np.random.default_rng(0).uniform(-1, 1, (1, 3, frames, size, size)).astype(np.float32))
+    latent = tae.encode(video, tiled=tiled)[0]
+    encode_s = _timed(lambda: tae.encode(video, tiled=tiled)[0].asnumpy())
+    tae.decode(latent, frames, tiled=tiled).asnumpy()
+    decode_s = _timed(lambda: tae.decode(latent, frames, tiled=tiled).asnumpy())
+    return {"encode_fps": frames / encode_s, "decode_fps": frames / decode_s, "encode_s": encode_s,
+            "decode_s": decode_s, "peak_rss_mib": peak_rss_mib()}
+
+
 def worker(task):
     kind = task.pop("kind")
-    fn = {"gemm": measure_gemm, "train": measure_train, "sampling": measure_sampling}[kind]
+    fn = {"gemm": measure_gemm, "train": measure_train, "sampling": measure_sampling, "tae": measure_tae}[kind]
     print("RESULT " + json.dumps(fn(**task)), flush=True)
 
 
@@ -141,9 +157,10 @@ def run_worker(task):
 
 def main(models: List[str] = ("toy", "d512x4", "1B-block"), tokens: List[int] = (256, 1024, 2048, 4096, 8192),
          modes: List[str] = ("pynative", "graph"), recompute: bool = True, steps: int = 5, warmup: int = 2,
-         output_dir: str = "benchmark"):
+         tae_frames: List[int] = (17, 64), output_dir: str = "benchmark"):
     """models: of {toy, d512x4, 1B-block}; tokens: video tokens per sample (batch 1, 64 text tokens);
-    recompute: also measure graph mode with recompute of every block."""
+    recompute: also measure graph mode with recompute of every block; tae_frames: video lengths for the TAE rows
+    (64x64, tiled and untiled; empty to skip)."""
     unknown = sorted(set(models) - set(MODELS))
     if unknown:
         raise SystemExit(f"--models: unknown {unknown}; choose from {sorted(MODELS)}")
@@ -158,33 +175,46 @@ def main(models: List[str] = ("toy", "d512x4", "1B-block"), tokens: List[int] = 
                 rows.append({"model": model, "tokens": n, "mode": mode, "recompute": rc, **result})
                 print(json.dumps(rows[-1]), flush=True)
     sampling = run_worker({"kind": "sampling"})
-    write_report(Path(output_dir), gemm, rows, sampling)
+    tae_rows = [{"frames": n, "tiled": tiled, **run_worker({"kind": "tae", "frames": n, "size": 64, "tiled": tiled})}
+                for n in tae_frames for tiled in (False, True)]
+    write_report(Path(output_dir), gemm, rows, sampling, tae_rows)
 
 
-def write_report(out, gemm, rows, sampling):
+def write_report(out, gemm, rows, sampling, tae_rows):
     out.mkdir(parents=True, exist_ok=True)
     peak = gemm.get("gemm_gflops", float("nan"))
     lines = [f"GEMM (fp32 2048^3, MindSpore, same run): {peak:.1f} GFLOP/s", "",
              "| model | tokens | mode | recompute | first call s | step s (min-max) | tokens/s | TFLOP/step | "
              "GFLOP/s | MFU-vs-GEMM | attention share | peak RSS MiB |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        if "error" in r:
-            lines.append(f"| {r['model']} | {r['tokens']} | {r['mode']} | {r['recompute']} | error: {r['error']} |")
-            continue
-        lines.append(f"| {r['model']} | {r['tokens']} | {r['mode']} | {r['recompute']} | {r['first_call_s']:.1f} | "
-                     f"{r['step_s']:.3f} ({r['step_min_s']:.3f}-{r['step_max_s']:.3f}) | {r['tokens_per_s']:.0f} | "
-                     f"{r['tflop_per_step']:.3f} | {r['gflops']:.1f} | {r['gflops'] / peak:.0%} | "
-                     f"{r['attention_share']:.0%} | {r['peak_rss_mib']:.0f} |")
+    lines += _table_rows(rows, ("model", "tokens", "mode", "recompute"), lambda r: (
+        f"{r['first_call_s']:.1f} | {r['step_s']:.3f} ({r['step_min_s']:.3f}-{r['step_max_s']:.3f}) | "
+        f"{r['tokens_per_s']:.0f} | {r['tflop_per_step']:.3f} | {r['gflops']:.1f} | {r['gflops'] / peak:.0%} | "
+        f"{r['attention_share']:.0%} | {r['peak_rss_mib']:.0f}"))
     lines += ["", "Sampling, toy model (48 tokens), 50 steps, compiled transformer (no TAE decode):", "",
               "| | s/step | s/video |", "|---|---|---|"]
     for label in ("no_cfg", "cfg"):
         if f"{label}_step_s" in sampling:
             lines.append(f"| {label} | {sampling[f'{label}_step_s']:.4f} | {sampling[f'{label}_video_s']:.2f} |")
+    lines += ["", "TAE (toy world's: preset small, base 16), one 64x64 video, PyNative:", "",
+              "| frames | tiled | encode frames/s | decode frames/s | encode s | decode s | peak RSS MiB |",
+              "|---|---|---|---|---|---|---|"]
+    lines += _table_rows(tae_rows, ("frames", "tiled"), lambda r: (
+        f"{r['encode_fps']:.1f} | {r['decode_fps']:.1f} | {r['encode_s']:.2f} | {r['decode_s']:.2f} | "
+        f"{r['peak_rss_mib']:.0f}"))
     text = "\n".join(lines) + "\n"
     (out / "benchmark.md").write_text(text)
     print(text)
     plot(out / "step_time_vs_tokens.png", rows)
+
+
+def _table_rows(results, key_fields, measured):
+    """Markdown rows: the key fields, then `measured(result)` or the worker's error."""
+    lines = []
+    for r in results:
+        keys = " | ".join(str(r[k]) for k in key_fields)
+        lines.append(f"| {keys} | error: {r['error']} |" if "error" in r else f"| {keys} | {measured(r)} |")
+    return lines
 
 
 def plot(path, rows):

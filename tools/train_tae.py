@@ -10,6 +10,7 @@ optimizers, EMA, loader/RNG state) and, at the end, tae.safetensors (+ .json; EM
 """
 import json
 import logging
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -42,6 +43,7 @@ class ModelConfig:
     preset: str = "default"                          # tae_config preset
     overrides: dict = field(default_factory=dict)    # TAEConfig fields to change, e.g. {base_channels: 64}
     init_from: str = ""                              # a TAE checkpoint (load_tae) or a diffusers VAE folder to inflate
+    logvar_init: float = 0.0                         # from scratch: initial posterior log-variance (the encoder's bias)
 
 
 @dataclass
@@ -64,6 +66,7 @@ class TrainConfig:
     output_dir: str = "runs/tae"
     steps: int = 10000
     lr: float = 1e-4
+    min_lr: float = -1.0           # >= 0: cosine decay from lr to min_lr over the run after warm-up; < 0: constant lr
     warmup_steps: int = 500
     weight_decay: float = 0.0
     disc_lr: float = 1e-4
@@ -126,11 +129,22 @@ class _Batches:
 
 def _build_tae(model: ModelConfig):
     if not model.init_from:
-        return TemporalAutoencoder(tae_config(model.preset, **model.overrides))
+        tae = TemporalAutoencoder(tae_config(model.preset, **model.overrides))
+        tae.encoder.set_logvar_bias(model.logvar_init)
+        return tae
     source = Path(model.init_from)
     tae = convert_image_vae(source) if source.is_dir() else load_tae(source)
     _logger.info("initialised from %s", source)
     return tae
+
+
+def _learning_rate(train: TrainConfig, step):
+    """Linear warm-up, then constant or (min_lr >= 0) a cosine decay to min_lr at the last step."""
+    warm = min(1.0, (step + 1) / max(1, train.warmup_steps))
+    if train.min_lr < 0 or step < train.warmup_steps:
+        return train.lr * warm
+    progress = (step - train.warmup_steps) / max(1, train.steps - 1 - train.warmup_steps)
+    return train.min_lr + (train.lr - train.min_lr) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
 def main(model: ModelConfig = ModelConfig(), loss: TAELossConfig = TAELossConfig(), data: DataConfig = DataConfig(),
@@ -194,7 +208,7 @@ def main(model: ModelConfig = ModelConfig(), loss: TAELossConfig = TAELossConfig
         manager.save(step, merge_namespaces(parts), meta)
 
     for step in tqdm(range(start, train.steps), desc="train TAE", unit="step", initial=start, total=train.steps):
-        lr = train.lr * min(1.0, (step + 1) / max(1, train.warmup_steps))
+        lr = _learning_rate(train, step)
         set_lr(optimizer, lr)
         scalars = step_fn(ms.Tensor(batches.get(step)), step)
         if ema is not None:

@@ -6,6 +6,10 @@ one) with no explicit padding. The decoder upsamples every latent frame to 8 fra
 first `num_frames` of the 8 * T' it produces: the caller passes the length it wants, which must satisfy
 ceil(num_frames / 8) == T'. Latent frame j is centred on input frame 8j and decodes to frames 8j..8j+7.
 Spatially H and W are padded (replicating the last row/column) up to multiples of 8 and cropped back after decoding.
+
+Layout. The public methods take and return channels-first tensors (B, C, T, H, W), the layout of videos and latents
+everywhere else in the project; inside, the encoder and decoder run channels-last (B, T, H, W, C), which makes every
+convolution one gather + one matmul on CPU (see conv.py).
 """
 import math
 
@@ -13,7 +17,7 @@ import numpy as np
 from mindspore import Tensor, mint, nn, ops
 
 from mg.models.tae.config import TAEConfig
-from mg.models.tae.conv import SpatialConv
+from mg.models.tae.conv import SpatialConv, to_channels_first, to_channels_last
 from mg.models.tae.layers import Conv25d, Downsample, GroupNorm, MidBlock, ResnetBlock, Upsample
 from mg.models.tae.tiling import blend_weights, decode_tiles
 
@@ -49,7 +53,7 @@ class _UpBlock(nn.Cell):
 
 
 class Encoder(nn.Cell):
-    """Video (B, 3, T, H, W) -> moments (B, 2 * latent_channels, ceil(T/8), H/8, W/8)."""
+    """Video (B, T, H, W, 3) -> moments (B, ceil(T/8), H/8, W/8, 2 * latent_channels), channels-last."""
 
     def __init__(self, cfg: TAEConfig):
         super().__init__()
@@ -62,6 +66,14 @@ class Encoder(nn.Cell):
         self.conv_norm_out = GroupNorm(cfg.norm_groups, widths[-1])
         self.conv_out = Conv25d(widths[-1], 2 * cfg.latent_channels)
 
+    def set_logvar_bias(self, value):
+        """Start the posterior log-variance at `value` (the output bias of its channels). With a tiny KL weight a
+        from-scratch VAE starting at std 1 decodes noise-drowned latents for a long time (colour is lost first)."""
+        bias = self.conv_out.spatial.bias
+        values = bias.asnumpy().copy()
+        values[values.size // 2:] = value
+        bias.set_data(Tensor(values))
+
     def construct(self, x):
         x = self.conv_in(x)
         for block in self.down_blocks:
@@ -71,7 +83,7 @@ class Encoder(nn.Cell):
 
 
 class Decoder(nn.Cell):
-    """Latent (B, latent_channels, T', h, w) -> video (B, 3, 8 T', 8 h, 8 w)."""
+    """Latent (B, T', h, w, latent_channels) -> video (B, 8 T', 8 h, 8 w, 3), channels-last."""
 
     def __init__(self, cfg: TAEConfig):
         super().__init__()
@@ -126,8 +138,10 @@ class TemporalAutoencoder(nn.Cell):
         return mean, mint.clamp(logvar, -30.0, 20.0)
 
     def _encode_moments(self, x):
-        moments = self.encoder(x)
-        return self.quant_conv(moments) if self.quant_conv is not None else moments
+        moments = self.encoder(to_channels_last(x))
+        if self.quant_conv is not None:
+            moments = self.quant_conv(moments)
+        return to_channels_first(moments)
 
     def _pad_spatial(self, x):
         f = self.config.spatial_compression
@@ -172,9 +186,10 @@ class TemporalAutoencoder(nn.Cell):
         return video
 
     def _decode_frames(self, z):
+        z = to_channels_last(z)
         if self.post_quant_conv is not None:
             z = self.post_quant_conv(z)
-        return self.decoder(z)
+        return to_channels_first(self.decoder(z))
 
     # ---- latents -------------------------------------------------------------------------------------------------
     def sample(self, mean, logvar):

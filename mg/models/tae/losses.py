@@ -9,7 +9,7 @@ import numpy as np
 from mindspore import Tensor, mint, nn, ops
 from safetensors.numpy import load_file
 
-from mg.models.tae.conv import Conv3d, SpatialConv
+from mg.models.tae.conv import Conv3d, SpatialConv, to_channels_first, to_channels_last
 from mg.models.tae.layers import GroupNorm
 
 
@@ -64,9 +64,10 @@ _LPIPS_SCALE = np.array([0.458, 0.448, 0.450], np.float32)
 
 
 def _max_pool2(x):
-    b, c, t, h, w = x.shape
-    x = x[:, :, :, :h - h % 2, :w - w % 2].reshape(b, c, t, h // 2, 2, w // 2, 2)
-    return x.max(axis=6).max(axis=4)
+    """2x2 max pooling of every frame of a channels-last (B, T, H, W, C) tensor."""
+    b, t, h, w, c = x.shape
+    x = x[:, :, :h - h % 2, :w - w % 2].reshape(b, t, h // 2, 2, w // 2, 2, c)
+    return x.max(axis=5).max(axis=3)
 
 
 class LPIPS(nn.Cell):
@@ -86,8 +87,8 @@ class LPIPS(nn.Cell):
         self.convs = nn.CellList(convs)
         widths = [c for c in _VGG_LAYERS if c != "M"]
         self.lins = nn.CellList([Conv3d(widths[i], 1, (1, 1, 1), bias=False) for i in _LPIPS_TAPS])
-        self.shift = Tensor(_LPIPS_SHIFT.reshape(1, 3, 1, 1, 1))
-        self.scale = Tensor(_LPIPS_SCALE.reshape(1, 3, 1, 1, 1))
+        self.shift = Tensor(_LPIPS_SHIFT)
+        self.scale = Tensor(_LPIPS_SCALE)
         for p in self.get_parameters():
             p.requires_grad = False
 
@@ -127,12 +128,13 @@ class LPIPS(nn.Cell):
         return feats
 
     def construct(self, x, y):
-        fx = self._features((x - self.shift) / self.scale)
-        fy = self._features((y - self.shift) / self.scale)
+        """Mean LPIPS distance between videos x and y (B, 3, T, H, W) in [-1, 1]."""
+        fx = self._features((to_channels_last(x) - self.shift) / self.scale)
+        fy = self._features((to_channels_last(y) - self.shift) / self.scale)
         total = 0.0
         for a, b, lin in zip(fx, fy, self.lins):
-            a = a / (mint.sqrt((a * a).sum(axis=1, keepdims=True)) + 1e-10)
-            b = b / (mint.sqrt((b * b).sum(axis=1, keepdims=True)) + 1e-10)
+            a = a / (mint.sqrt((a * a).sum(axis=-1, keepdims=True)) + 1e-10)
+            b = b / (mint.sqrt((b * b).sum(axis=-1, keepdims=True)) + 1e-10)
             total = total + lin((a - b) ** 2).mean()
         return total
 
@@ -170,10 +172,11 @@ class PatchDiscriminator(nn.Cell):
         self.norms = nn.CellList(norms[1:])
 
     def construct(self, x):
-        x = ops.leaky_relu(self.layers[0](x), 0.2)
+        """Logits per patch and frame (B, 1, T, h, w) for videos (B, 3, T, H, W)."""
+        x = ops.leaky_relu(self.layers[0](to_channels_last(x)), 0.2)
         for conv, norm in zip(self.layers[1:-1], self.norms):
             x = ops.leaky_relu(norm(conv(x)), 0.2)
-        return self.layers[-1](x)
+        return to_channels_first(self.layers[-1](x))
 
 
 def hinge_d_loss(logits_real, logits_fake):
