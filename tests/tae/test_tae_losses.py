@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from mg.models.tae.losses import (LPIPS, PatchDiscriminator, TAELoss, TAELossConfig, hinge_d_loss, hinge_g_loss,
-                                  kl_loss, l1_loss, outlier_penalty_loss)
+                                  kl_loss, l1_loss, l2_loss, outlier_penalty_loss)
 
 
 def _opl_numpy(z, r):
@@ -33,6 +33,8 @@ def test_kl_and_l1_closed_forms():
                          ms.Tensor(np.zeros((1, 4, 1, 2, 2), np.float32)))) == 0.0
     a, b = rng.standard_normal((3, 5)), rng.standard_normal((3, 5))
     assert float(l1_loss(ms.Tensor(a, ms.float32), ms.Tensor(b, ms.float32))) == pytest.approx(np.abs(a - b).mean(),
+                                                                                             rel=1e-5)
+    assert float(l2_loss(ms.Tensor(a, ms.float32), ms.Tensor(b, ms.float32))) == pytest.approx(((a - b) ** 2).mean(),
                                                                                              rel=1e-5)
 
 
@@ -116,12 +118,12 @@ def test_tae_loss_combines_weighted_terms():
     mean = rng.standard_normal((1, 16, 1, 8, 8)).astype(np.float32)
     mean[0, :, 0, 1, 1] += 30.0
     logvar = ms.Tensor(np.zeros_like(mean))
-    cfg = TAELossConfig(l1_weight=2.0, kl_weight=0.5, opl_weight=10.0)
+    cfg = TAELossConfig(l1_weight=2.0, l2_weight=3.0, kl_weight=0.5, opl_weight=10.0)
     loss = TAELoss(cfg)
     total, parts = loss(x, recon, ms.Tensor(mean), logvar)
     parts = dict(zip(loss.part_names, parts))
-    assert set(parts) == {"l1", "kl", "opl"}
-    want = 2.0 * float(parts["l1"]) + 0.5 * float(parts["kl"]) + 10.0 * float(parts["opl"])
+    assert set(parts) == {"l1", "l2", "kl", "opl"}
+    want = 2.0 * float(parts["l1"]) + 3.0 * float(parts["l2"]) + 0.5 * float(parts["kl"]) + 10.0 * float(parts["opl"])
     assert float(total) == pytest.approx(want, rel=1e-5) and float(parts["opl"]) > 0
     with pytest.raises(ValueError, match="lpips_weights"):
         TAELoss(TAELossConfig(perceptual_weight=1.0))

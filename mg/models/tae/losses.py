@@ -17,6 +17,7 @@ from mg.models.tae.layers import GroupNorm
 class TAELossConfig:
     """Weights of the TAE loss terms (a weight of 0 switches a term off)."""
     l1_weight: float = 1.0
+    l2_weight: float = 0.0           # mean squared error; weighs large errors (a wrong colour) above small ones
     kl_weight: float = 1e-6          # on the per-element mean KL
     perceptual_weight: float = 0.0   # LPIPS; needs lpips_weights
     lpips_weights: str = ""          # safetensors file with VGG-16 `features.N.*` and LPIPS `linK.model.1.weight`
@@ -33,6 +34,10 @@ class TAELossConfig:
 # ---------------------------------------------------------------------------------------------------------------------
 def l1_loss(x, y):
     return mint.abs(x - y).mean()
+
+
+def l2_loss(x, y):
+    return ((x - y) ** 2).mean()
 
 
 def kl_loss(mean, logvar):
@@ -206,13 +211,17 @@ class TAELoss(nn.Cell):
         if cfg.disc_weight > 0 and discriminator is None:
             raise ValueError("TAELossConfig: disc_weight > 0 needs a discriminator")
         self.discriminator = discriminator if cfg.disc_weight > 0 else None
-        self.part_names = ("l1", "kl") + (("lpips",) if self.lpips is not None else ()) + \
+        self.part_names = ("l1", "kl") + (("l2",) if cfg.l2_weight > 0 else ()) + \
+            (("lpips",) if self.lpips is not None else ()) + \
             (("opl",) if cfg.opl_weight > 0 else ()) + (("g_adv",) if self.discriminator is not None else ())
 
     def construct(self, x, recon, mean, logvar, adversarial=0.0):
         cfg = self.cfg
         parts = (l1_loss(recon, x), kl_loss(mean, logvar))
         total = cfg.l1_weight * parts[0] + cfg.kl_weight * parts[1]
+        if cfg.l2_weight > 0:
+            term = l2_loss(recon, x)
+            parts, total = parts + (term,), total + cfg.l2_weight * term
         if self.lpips is not None:
             term = self.lpips(recon, x)
             parts, total = parts + (term,), total + cfg.perceptual_weight * term
