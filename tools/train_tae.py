@@ -6,7 +6,8 @@ Batches: every `data.image_every`-th batch is an image batch (single frames; 1 i
 default), the others are video clips. Data comes from a CSV of videos (mg.data.VideoDataset, pixel mode; image batches
 are random frames of a video batch) or, with `data.synthetic`, from generated moving-shape videos. Writes to
 `train.output_dir`: config.json, log.jsonl/log.csv/loss_curve.png, ckpt/step_*.safetensors (+ .json; model,
-optimizers, EMA, loader/RNG state) and, at the end, tae.safetensors (+ .json; EMA weights if EMA is on) for load_tae.
+optimizers, EMA, loader/RNG state) and, at the end, tae.safetensors (+ .json; EMA weights if EMA is on) for load_tae,
+with the latent scale and shift fitted on `train.latent_scale_batches` video batches.
 """
 import json
 import logging
@@ -74,6 +75,7 @@ class TrainConfig:
     precision: str = "fp32"        # fp32 | bf16 (bf16 convolutions; Ascend only, CPU lacks bf16 kernels)
     ema_decay: float = 0.0         # 0 disables EMA
     save_every: int = 1000
+    latent_scale_batches: int = 8  # at the end, fit the latent scale/shift on this many video batches (0: keep)
     keep_last: int = 3
     resume: str = ""               # "latest" or a checkpoint path
     jit: bool = True
@@ -98,7 +100,7 @@ class _Batches:
                                  f"{data.height}x{data.width}")
         self._iter = None
 
-    def _videos(self):
+    def videos(self):
         d = self.data
         if self.loader is None:
             return moving_shapes(self.rng, d.video_batch_size, d.frames, d.height, d.width)
@@ -111,7 +113,7 @@ class _Batches:
                 self._iter = None
 
     def get(self, step):
-        videos = self._videos()
+        videos = self.videos()
         d = self.data
         if d.image_every and step % d.image_every == d.image_every - 1:
             clips = self.rng.integers(0, videos.shape[0], d.image_batch_size)
@@ -145,6 +147,16 @@ def _learning_rate(train: TrainConfig, step):
         return train.lr * warm
     progress = (step - train.warmup_steps) / max(1, train.steps - 1 - train.warmup_steps)
     return train.min_lr + (train.lr - train.min_lr) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _finish(tae, batches, train: TrainConfig, out):
+    """Fit the latent scale (the DiT trains on scale_latent(z)) and write tae.safetensors."""
+    if train.latent_scale_batches:
+        tae.set_train(False)
+        cfg = tae.fit_latent_scale(batches.videos() for _ in range(train.latent_scale_batches))
+        _logger.info("latent shift %.4f, scale %.4f (from %d video batches)", cfg.shift_factor, cfg.scaling_factor,
+                     train.latent_scale_batches)
+    save_tae(tae, out / "tae.safetensors")
 
 
 def main(model: ModelConfig = ModelConfig(), loss: TAELossConfig = TAELossConfig(), data: DataConfig = DataConfig(),
@@ -219,9 +231,9 @@ def main(model: ModelConfig = ModelConfig(), loss: TAELossConfig = TAELossConfig
     log.plot()
     if ema is not None:
         with ema.swapped_in():
-            save_tae(tae, out / "tae.safetensors")
+            _finish(tae, batches, train, out)
     else:
-        save_tae(tae, out / "tae.safetensors")
+        _finish(tae, batches, train, out)
     _logger.info("done: %s", out / "tae.safetensors")
 
 

@@ -45,6 +45,49 @@ def test_scale_and_unscale_latent():
     np.testing.assert_allclose(tae.unscale_latent(ms.Tensor(scaled)).asnumpy(), z, rtol=1e-5, atol=1e-6)
 
 
+def test_group_norm_backward_matches_autodiff():
+    """GroupNorm's hand-written backward against autodiff of the textbook formula."""
+    from mindspore import ops
+    from mg.models.tae.layers import GroupNorm
+    rng = np.random.default_rng(0)
+    b, t, h, w, c, groups = 2, 3, 5, 4, 8, 4
+    x = ms.Tensor(rng.normal(1.0, 2.0, (b, t, h, w, c)).astype(np.float32))
+    dy = ms.Tensor(rng.normal(size=(b, t, h, w, c)).astype(np.float32))
+    norm = GroupNorm(groups, c)
+    norm.weight.set_data(ms.Tensor(rng.normal(size=c).astype(np.float32)))
+    norm.bias.set_data(ms.Tensor(rng.normal(size=c).astype(np.float32)))
+
+    def textbook(x, weight, bias):
+        xg = x.reshape(b * t, h * w, groups, c // groups)
+        centred = xg - xg.mean(axis=(1, 3), keep_dims=True)
+        var = (centred * centred).mean(axis=(1, 3), keep_dims=True)
+        return (centred / ops.sqrt(var + 1e-6)).reshape(x.shape) * weight + bias
+
+    def ours(x, weight, bias):
+        return norm.function(x.reshape(b * t, h * w, c), weight, bias).reshape(x.shape)
+
+    np.testing.assert_allclose(ours(x, norm.weight, norm.bias).asnumpy(),
+                               textbook(x, norm.weight, norm.bias).asnumpy(), atol=1e-5)
+    grads = [ops.grad(lambda *a, f=f: (f(*a) * dy).sum(), grad_position=(0, 1, 2))(x, norm.weight, norm.bias)
+             for f in (ours, textbook)]
+    for got, want in zip(*grads):
+        np.testing.assert_allclose(got.asnumpy(), want.asnumpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_fit_latent_scale_normalises_the_latents():
+    ms.set_seed(0)
+    tae = TemporalAutoencoder(tae_config("tiny"))
+    rng = np.random.default_rng(0)
+    videos = [rng.uniform(-1, 1, (2, 3, 8, 16, 16)).astype(np.float32) * 3 for _ in range(2)]
+    cfg = tae.fit_latent_scale(iter(videos))
+    assert tae.config is cfg
+    latents = np.concatenate([tae.scale_latent(tae.encode(ms.Tensor(v))[0]).asnumpy() for v in videos])
+    assert abs(latents.mean()) < 1e-4
+    assert latents.std() == pytest.approx(1.0, abs=1e-4)
+    with pytest.raises(ValueError, match="no videos"):
+        tae.fit_latent_scale([])
+
+
 def test_default_preset_is_16_channel_image_vae_layout():
     cfg = tae_config("default")
     assert (cfg.base_channels, cfg.channel_multipliers, cfg.num_res_blocks, cfg.latent_channels) == \

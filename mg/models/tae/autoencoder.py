@@ -11,6 +11,7 @@ Layout. The public methods take and return channels-first tensors (B, C, T, H, W
 everywhere else in the project; inside, the encoder and decoder run channels-last (B, T, H, W, C), which makes every
 convolution one gather + one matmul on CPU (see conv.py).
 """
+import dataclasses
 import math
 
 import numpy as np
@@ -202,6 +203,24 @@ class TemporalAutoencoder(nn.Cell):
 
     def unscale_latent(self, z):
         return z / self.config.scaling_factor + self.config.shift_factor
+
+    def fit_latent_scale(self, videos):
+        """Set shift_factor and scaling_factor to the mean and 1 / std over every element of the posterior means of
+        `videos` (an iterable of (B, 3, T, H, W) arrays), so that scale_latent gives the DiT zero-mean, unit-variance
+        latents, the scale its flow-matching noise has. A TAE trained from scratch needs this: its raw latents can
+        spread over +-20. Returns the new config."""
+        total = squares = count = 0.0
+        for x in videos:
+            mean = self.encode(Tensor(np.asarray(x, np.float32)))[0].asnumpy().astype(np.float64)
+            total, squares, count = total + mean.sum(), squares + (mean * mean).sum(), count + mean.size
+        if not count:
+            raise ValueError("fit_latent_scale: no videos given")
+        shift = total / count
+        std = math.sqrt(max(squares / count - shift * shift, 0.0))
+        if std == 0.0:
+            raise ValueError("fit_latent_scale: the latents are constant; cannot scale them")
+        self.config = dataclasses.replace(self.config, shift_factor=float(shift), scaling_factor=float(1.0 / std))
+        return self.config
 
     def construct(self, x, sample_posterior=True):
         """Training forward: returns (reconstruction, mean, logvar) for x (B, 3, T, H, W)."""
