@@ -3,11 +3,12 @@
     python tools/train_tae.py --config configs/tae/train_toy.yaml [--train.steps 200 --train.resume latest ...]
 
 Batches: every `data.image_every`-th batch is an image batch (single frames; 1 image batch per 3 video batches by
-default), the others are video clips. Data comes from a CSV of videos (mg.data.VideoDataset, pixel mode; image batches
-are random frames of a video batch) or, with `data.synthetic`, from generated moving-shape videos. Writes to
-`train.output_dir`: config.json, log.jsonl/log.csv/loss_curve.png, ckpt/step_*.safetensors (+ .json; model,
-optimizers, EMA, loader/RNG state) and, at the end, tae.safetensors (+ .json; EMA weights if EMA is on) for load_tae,
-with the latent scale and shift fitted on `train.latent_scale_batches` video batches.
+default), the others are video clips. Data comes from a CSV of videos (mg.data.VideoDataset, pixel mode; an image
+batch takes one random frame from each of `image_batch_size` clips) or, with `data.synthetic`, from generated
+moving-shape videos. Writes to `train.output_dir`: config.json, log.jsonl/log.csv/loss_curve.png,
+ckpt/step_*.safetensors (+ .json; model, optimizers, EMA, loader/RNG state) and, at the end, tae.safetensors
+(+ .json; EMA weights if EMA is on) for load_tae, with the latent scale and shift fitted on
+`train.latent_scale_batches` video batches.
 """
 import json
 import logging
@@ -113,13 +114,20 @@ class _Batches:
                 self._iter = None
 
     def get(self, step):
-        videos = self.videos()
         d = self.data
         if d.image_every and step % d.image_every == d.image_every - 1:
-            clips = self.rng.integers(0, videos.shape[0], d.image_batch_size)
-            frames = self.rng.integers(0, videos.shape[2], d.image_batch_size)
-            return np.stack([videos[c, :, t:t + 1] for c, t in zip(clips, frames)])
-        return videos
+            return self._images()
+        return self.videos()
+
+    def _images(self):
+        """One random frame from each of `image_batch_size` different clips. Distinct clips per step matter more than
+        pixels per step: with frames of a few clips the TAE learns colour one axis at a time (docs/tae.md)."""
+        frames = []
+        while len(frames) < self.data.image_batch_size:
+            for clip in self.videos()[:self.data.image_batch_size - len(frames)]:
+                t = self.rng.integers(0, clip.shape[1])
+                frames.append(clip[:, t:t + 1])
+        return np.stack(frames)
 
     def state_dict(self):
         return self.loader.state_dict() if self.loader is not None else {}

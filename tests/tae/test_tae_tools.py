@@ -1,5 +1,6 @@
 """tools/train_tae.py (train, checkpoint, resume, export) and tools/eval_tae.py (metrics table, comparisons)."""
 import csv
+import importlib.util
 import json
 import subprocess
 import sys
@@ -66,3 +67,23 @@ def test_eval_tae_writes_table_and_comparisons(tmp_path):
     assert mean_psnr == pytest.approx((float(rows[0]["psnr"]) + float(rows[1]["psnr"])) / 2)
     assert sorted(p.name for p in (tmp_path / "eval" / "samples").iterdir()) == ["000_a.mp4", "001_b.png"]
     assert cv2.imread(str(tmp_path / "eval" / "samples" / "001_b.png")).shape == (16, 48, 3)  # input | recon
+
+
+def _load_train_tae():
+    spec = importlib.util.spec_from_file_location("train_tae_tool", TOOLS / "train_tae.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_image_batches_take_one_frame_from_each_of_many_clips():
+    tool = _load_train_tae()
+    data = tool.DataConfig(synthetic=True, height=8, width=8, frames=4, video_batch_size=2, image_batch_size=5,
+                           image_every=2)
+    batches = tool._Batches(data)
+    assert batches.get(0).shape == (2, 3, 4, 8, 8)      # a video batch
+    images = batches.get(1)
+    assert images.shape == (5, 3, 1, 8, 8)
+    # synthetic clips have a random background each: five frames, five different backgrounds (clips)
+    corners = {tuple(np.round(frame[:, 0, 0, 0], 5)) for frame in images}
+    assert len(corners) == 5
