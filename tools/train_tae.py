@@ -13,6 +13,7 @@ ckpt/step_*.safetensors (+ .json; model, optimizers, EMA, loader/RNG state) and,
 import json
 import logging
 import math
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -237,10 +238,7 @@ def main(model: ModelConfig = ModelConfig(), loss: TAELossConfig = TAELossConfig
         if (step + 1) % train.save_every == 0 or step + 1 == train.steps:
             save(step)
     log.plot()
-    if ema is not None:
-        with ema.swapped_in():
-            _finish(tae, batches, train, out)
-    else:
+    with ema.swapped_in() if ema is not None else nullcontext():
         _finish(tae, batches, train, out)
     _logger.info("done: %s", out / "tae.safetensors")
 

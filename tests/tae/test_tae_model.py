@@ -2,8 +2,11 @@
 import mindspore as ms
 import numpy as np
 import pytest
+from mindspore import ops
 
 from mg.models.tae import TemporalAutoencoder, load_tae, save_tae, tae_config
+from mg.models.tae.layers import GroupNorm
+from mg.models.tae.losses import l1_loss
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +50,6 @@ def test_scale_and_unscale_latent():
 
 def test_group_norm_backward_matches_autodiff():
     """GroupNorm's hand-written backward against autodiff of the textbook formula."""
-    from mindspore import ops
-    from mg.models.tae.layers import GroupNorm
     rng = np.random.default_rng(0)
     b, t, h, w, c, groups = 2, 3, 5, 4, 8, 4
     x = ms.Tensor(rng.normal(1.0, 2.0, (b, t, h, w, c)).astype(np.float32))
@@ -114,7 +115,6 @@ def test_save_and_load_round_trip(tmp_path, tiny_tae):
 def test_jit_gradients_equal_pynative_gradients():
     """The TAE trains under ms.jit; its gradients must be PyNative's. (A mint.permute of the conv weights once gave
     every conv of the same shape another conv's weight gradient under jit, and the TAE learned no colour.)"""
-    from mg.models.tae.losses import l1_loss
     ms.set_seed(0)
     tae = TemporalAutoencoder(tae_config("tiny"))
     x = ms.Tensor(np.random.default_rng(0).uniform(-1, 1, (1, 3, 9, 16, 16)).astype(np.float32))

@@ -87,3 +87,13 @@ def test_image_batches_take_one_frame_from_each_of_many_clips():
     # synthetic clips have a random background each: five frames, five different backgrounds (clips)
     corners = {tuple(np.round(frame[:, 0, 0, 0], 5)) for frame in images}
     assert len(corners) == 5
+
+
+def test_learning_rate_warms_up_then_decays_to_min_lr():
+    tool = _load_train_tae()
+    cosine = tool.TrainConfig(steps=101, lr=1.0, min_lr=0.1, warmup_steps=10)
+    assert [tool._learning_rate(cosine, s) for s in (0, 4, 9)] == pytest.approx([0.1, 0.5, 1.0])
+    assert tool._learning_rate(cosine, 55) == pytest.approx(0.55)       # half-way through the decay
+    assert tool._learning_rate(cosine, 100) == pytest.approx(0.1)       # the last step
+    constant = tool.TrainConfig(steps=101, lr=1.0, min_lr=-1.0, warmup_steps=10)
+    assert tool._learning_rate(constant, 100) == 1.0
