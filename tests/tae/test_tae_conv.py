@@ -104,3 +104,30 @@ def test_temporal_conv_on_one_frame_sums_the_kernel():
         w = conv.conv.weight.asnumpy()[..., 0, 0]
         want = np.einsum("ock,bthwc->bthwo", w, x) + conv.conv.bias.asnumpy()
         np.testing.assert_allclose(conv(ms.Tensor(x)).asnumpy(), want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("stride, upsample", [(1, 1), (2, 1), (1, 2)])
+def test_one_frame_shortcut_equals_the_conv_on_a_static_clip(stride, upsample):
+    """An image takes the summed-kernel shortcut; the gathered conv on the same frame repeated (a static clip) must
+    give that frame at every output time, and the same weight gradient per frame."""
+    rng = np.random.default_rng(4)
+    conv = TemporalConv(4, stride=stride, upsample=upsample)
+    conv.conv.weight.set_data(ms.Tensor(rng.standard_normal((4, 4, 3, 1, 1)).astype(np.float32)))
+    frame = rng.standard_normal((2, 1, 3, 2, 4)).astype(np.float32)
+    static = np.repeat(frame, 4, axis=1)
+    dy = rng.standard_normal((2, 1, 3, 2, 4)).astype(np.float32)
+
+    def loss(x):
+        out = conv(x)
+        return (out * ms.Tensor(np.repeat(dy, out.shape[1], axis=1))).sum(), out
+
+    grad_fn = ms.value_and_grad(loss, 0, conv.trainable_params(), has_aux=True)
+    (_, one), (dx_one, (dw_one, db_one)) = grad_fn(ms.Tensor(frame))
+    (_, many), (dx_many, (dw_many, db_many)) = grad_fn(ms.Tensor(static))
+    assert one.shape[1] == 1 and many.shape[1] == 4 * upsample // stride
+    for t in range(many.shape[1]):
+        np.testing.assert_allclose(many.asnumpy()[:, t], one.asnumpy()[:, 0], rtol=1e-5, atol=1e-5)
+    per_frame = many.shape[1]
+    np.testing.assert_allclose(dw_many.asnumpy() / per_frame, dw_one.asnumpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(db_many.asnumpy() / per_frame, db_one.asnumpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(dx_many.asnumpy().sum(1) / per_frame, dx_one.asnumpy()[:, 0], rtol=1e-4, atol=1e-4)

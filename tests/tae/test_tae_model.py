@@ -2,7 +2,7 @@
 import mindspore as ms
 import numpy as np
 import pytest
-from mindspore import ops
+from mindspore import mint, ops
 
 from mg.models.tae import TemporalAutoencoder, load_tae, save_tae, tae_config
 from mg.models.tae.layers import GroupNorm
@@ -38,6 +38,27 @@ def test_decode_rejects_inconsistent_length(tiny_tae):
         tiny_tae.decode(z, 17)
     with pytest.raises(ValueError, match="expects"):
         tiny_tae.encode(ms.Tensor(np.zeros((1, 4, 1, 8, 8), np.float32)))
+
+
+def test_an_image_encodes_and_decodes_as_a_static_clip():
+    """Images (T=1) take the one-frame shortcut in every temporal conv; an 8-frame static clip of that image takes
+    the gathered convs (random temporal weights, not identity) and must give the same latent and frames."""
+    ms.set_seed(2)
+    tae = TemporalAutoencoder(tae_config("tiny"))
+    rng = np.random.default_rng(2)
+    for name, param in tae.parameters_and_names():
+        if ".temporal." in name and name.endswith("weight"):
+            param.set_data(ms.Tensor(rng.normal(0, 0.4, param.shape).astype(np.float32)))
+    image = rng.uniform(-1, 1, (1, 3, 1, 16, 16)).astype(np.float32)
+    mean_image, _ = tae.encode(ms.Tensor(image))
+    mean_clip, _ = tae.encode(ms.Tensor(np.repeat(image, 8, axis=2)))
+    np.testing.assert_allclose(mean_image.asnumpy(), mean_clip.asnumpy(), rtol=1e-4, atol=1e-4)
+    frames = tae.decode(mean_image, 5).asnumpy()
+    assert frames.shape == (1, 3, 5, 16, 16)
+    static = tae.decode(mint.cat([mean_image, mean_image], dim=2), 16).asnumpy()  # two latent frames: no shortcut
+    for t in range(5):
+        np.testing.assert_allclose(frames[:, :, t], static[:, :, 0], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(static[:, :, 15], static[:, :, 0], rtol=1e-4, atol=1e-4)
 
 
 def test_scale_and_unscale_latent():

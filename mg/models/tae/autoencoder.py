@@ -88,6 +88,7 @@ class Decoder(nn.Cell):
 
     def __init__(self, cfg: TAEConfig):
         super().__init__()
+        self.temporal_compression = cfg.temporal_compression
         widths = [cfg.base_channels * m for m in reversed(cfg.channel_multipliers)]
         self.conv_in = Conv25d(cfg.latent_channels, widths[0])
         self.mid_block = MidBlock(widths[0], cfg.norm_groups)
@@ -101,7 +102,11 @@ class Decoder(nn.Cell):
         x = self.mid_block(self.conv_in(z))
         for block in self.up_blocks:
             x = block(x)
-        return self.conv_out(mint.nn.functional.silu(self.conv_norm_out(x)))
+        x = self.conv_out(mint.nn.functional.silu(self.conv_norm_out(x)))
+        if z.shape[1] == 1:  # a single latent frame decodes static, as one frame (TemporalConv): repeat it
+            b, _, h, w, c = x.shape
+            x = mint.broadcast_to(x, (b, self.temporal_compression, h, w, c))
+        return x
 
 
 class TemporalAutoencoder(nn.Cell):

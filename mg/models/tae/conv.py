@@ -236,6 +236,11 @@ class TemporalConv(nn.Cell):
     At initialisation the output equals the input (stride 1) or the input's even frames (stride 2), so image
     weights inflated into a video model keep producing the image model's frames on a static video. `upsample=2`
     repeats every input frame twice first (nearest), folded into the convolution.
+
+    A single frame (an image) is a static video: with replicate padding every tap reads that frame, so the output is
+    the frame times the sum of the taps, and upsampling would only repeat it. That one matmul is what runs, and the
+    output keeps one frame (the decoder repeats it at the end): a T=1 image then costs one frame's work in every
+    layer, not 8 decoded frames with a 3-tap gather each.
     """
 
     def __init__(self, channels, kernel_size=3, stride=1, upsample=1):
@@ -249,4 +254,11 @@ class TemporalConv(nn.Cell):
         self.conv.bias.set_data(Tensor(np.zeros(channels, np.float32)))
 
     def construct(self, x):
-        return self.conv(x)
+        if x.shape[1] > 1:
+            return self.conv(x)
+        conv = self.conv
+        weight = conv.weight.sum(axis=2).reshape(conv.weight.shape[0], -1)  # (out, in): the taps summed
+        dtype = conv.compute_dtype
+        if dtype is None:
+            return mint.nn.functional.linear(x, weight, conv.bias)
+        return mint.nn.functional.linear(x.astype(dtype), weight.astype(dtype), conv.bias.astype(dtype)).astype(ms.float32)
