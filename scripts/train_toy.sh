@@ -2,6 +2,7 @@
 # The toy world end to end on a CPU: synthetic shape videos -> a small TAE -> cached latents and text embeddings
 # -> DiT stage 1 (images) -> stage 2 (images + videos) -> exported checkpoints -> prompt-adherence evaluation.
 # Everything goes to $RUN (default runs/toy); the final models are copied to $EXPORT (default checkpoints/toy).
+# Running it again continues: finished stages are skipped, an interrupted training resumes from its last checkpoint.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN=${RUN:-runs/toy}
@@ -9,15 +10,19 @@ EXPORT=${EXPORT:-checkpoints/toy}
 TAE_STEPS=${TAE_STEPS:-800}
 export GLOG_v=3
 
-python tools/make_toy_dataset.py --output_folder "$RUN/data"
+[ -f "$RUN/data/heldout.csv" ] || python tools/make_toy_dataset.py --output_folder "$RUN/data"
 
-python tools/train_tae.py --config configs/tae/train_toy.yaml --data.csv_path "$RUN/data/train.csv" \
-  --data.video_folder "$RUN/data" --train.output_dir "$RUN/tae" --train.steps "$TAE_STEPS"
+if [ ! -f "$RUN/tae/tae.safetensors" ]; then
+  python tools/train_tae.py --config configs/tae/train_toy.yaml --data.csv_path "$RUN/data/train.csv" \
+    --data.video_folder "$RUN/data" --train.output_dir "$RUN/tae" --train.steps "$TAE_STEPS" \
+    $([ -d "$RUN/tae/ckpt" ] && echo "--train.resume latest")
+fi
 
-python tools/make_tiny_text_encoders.py "$RUN/text_encoders" --kinds "[ul2, metaclip]" --hidden_size 64 \
-  --num_layers 2 --num_heads 4 --max_positions 64 \
+[ -d "$RUN/text_encoders/metaclip" ] || python tools/make_tiny_text_encoders.py "$RUN/text_encoders" \
+  --kinds "[ul2, metaclip]" --hidden_size 64 --num_layers 2 --num_heads 4 --max_positions 64 \
   --words "[a, red, green, blue, yellow, circle, square, triangle, moving, left, right, up, down, fps, still, image]"
 
+# the caches skip files that exist
 BUCKETS='[{height: 64, width: 64, frames: 1, batch_size: 32}, {height: 64, width: 64, frames: 17, batch_size: 16}]'
 for split in train heldout; do
   python tools/cache_tae_latents.py --csv_path "$RUN/data/$split.csv" --video_folder "$RUN/data" \
@@ -28,8 +33,17 @@ for split in train heldout; do
     --max_lengths "{ul2: 64, metaclip: 64}"
 done
 
-python train.py --config configs/train/toy_stage1_t2i.yaml
-python train.py --config configs/train/toy_stage2_t2iv.yaml \
+train_stage() {  # config, output dir, extra args; a finished or interrupted run resumes (a finished one stops at once)
+  local config=$1 output=$2
+  shift 2
+  python train.py --config "$config" --train.output_path "$output" --tae.path "$RUN/tae/tae.safetensors" \
+    --dataset.csv_path "$RUN/data/train.csv" --dataset.video_folder "$RUN/data" \
+    --dataset.tae_latent_folder "$RUN/cache/latents" \
+    --dataset.text_emb_folders "{ul2: $RUN/cache/ul2, metaclip: $RUN/cache/metaclip}" \
+    $([ -f "$output/config.yaml" ] && echo "--train.resume latest") "$@"
+}
+train_stage configs/train/toy_stage1_t2i.yaml "$RUN/dit_stage1"
+train_stage configs/train/toy_stage2_t2iv.yaml "$RUN/dit_stage2" --valid.csv_path "$RUN/data/heldout.csv" \
   --model.pretrained_model_path "$(ls "$RUN"/dit_stage1/ckpt/step_*.safetensors | tail -n 1)"
 
 mkdir -p "$EXPORT"
@@ -38,4 +52,6 @@ cp "$RUN/tae/tae.safetensors" "$RUN/tae/tae.safetensors.json" "$EXPORT/"
 for kind in ul2 metaclip; do rm -rf "${EXPORT:?}/$kind"; cp -r "$RUN/text_encoders/$kind" "$EXPORT/$kind"; done
 
 python tools/eval_toy.py generate --config configs/inference/toy.yaml --csv "$RUN/data/heldout.csv" \
-  --output_path "$RUN/eval"
+  --seen_csv "$RUN/data/train.csv" --seen_combos 8 --output_path "$RUN/eval" \
+  --model.dit_checkpoint "$EXPORT/dit.safetensors" --model.tae_checkpoint "$EXPORT/tae.safetensors" \
+  --model.text_encoder_paths "{ul2: $EXPORT/ul2, metaclip: $EXPORT/metaclip}"

@@ -25,4 +25,4 @@ def main(checkpoint: str, output: str, ema: bool = True, overwrite: bool = False
 
 
 if __name__ == "__main__":
-    CLI(main)
+    CLI(main, as_positional=False)

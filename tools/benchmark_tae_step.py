@@ -1,0 +1,60 @@
+"""Benchmark: time and peak host memory of a jitted TAE training step, by batch shape (images and videos).
+
+    python tools/benchmark_tae_step.py --batches "[[2, 16], [8, 1], [32, 1]]" --size 64 --base_channels 16
+
+Each batch shape (batch size, frames) runs in a fresh process (spawn), so its peak RSS (ru_maxrss) and its compile
+are its own: `TAETrainStep` with L2 + KL and AdamW, as configs/tae/train_toy.yaml trains, on random input. Prints the
+first step (compile + run), the median of the timed steps after it, frames per second, and the peak RSS.
+"""
+import multiprocessing as mp
+import resource
+import time
+from typing import List, Tuple
+
+from jsonargparse import CLI
+
+
+def _case(batch, frames, size, base_channels, steps, queue):
+    import mg  # noqa: F401  (quiet logging before mindspore loads)
+    import mindspore as ms
+    import numpy as np
+
+    from mg.models.tae import TemporalAutoencoder, tae_config
+    from mg.models.tae.losses import TAELoss, TAELossConfig
+    from mg.models.tae.trainer import TAETrainStep
+    from mg.training.optim import build_adamw
+
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    ms.set_device("CPU")
+    ms.set_seed(0)
+    tae = TemporalAutoencoder(tae_config("small", base_channels=base_channels))
+    loss = TAELoss(TAELossConfig(l1_weight=0.0, l2_weight=1.0, kl_weight=1e-6, opl_weight=0.0))
+    step = TAETrainStep(tae, loss, build_adamw(tae.trainable_params(), lr=1e-4, weight_decay=0.0), jit=True,
+                        clip_grad_norm=1.0)
+    x = ms.Tensor(np.random.default_rng(0).uniform(-1, 1, (batch, 3, frames, size, size)).astype(np.float32))
+    times = []
+    for i in range(steps + 1):
+        start = time.perf_counter()
+        step(x, i)
+        times.append(time.perf_counter() - start)
+    queue.put((times[0], float(np.median(times[1:])), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
+
+
+def main(batches: List[Tuple[int, int]] = [(2, 16), (8, 1), (32, 1)], size: int = 64, base_channels: int = 16,
+         steps: int = 3):
+    """Print, per (batch size, frames), the first step's seconds, the median s/step of `steps` more, frames/s and
+    the peak RSS in MiB of a jitted TAE training step (preset small with `base_channels`, size x size frames)."""
+    ctx = mp.get_context("spawn")
+    print(f"TAE preset small, base {base_channels}, {size}x{size}; jitted train step (L2 + KL, AdamW)")
+    print(f"{'batch':>5} {'frames':>6} {'first s':>8} {'s/step':>7} {'frames/s':>9} {'peak RSS MiB':>13}")
+    for batch, frames in batches:
+        queue = ctx.Queue()
+        proc = ctx.Process(target=_case, args=(batch, frames, size, base_channels, steps, queue))
+        proc.start()
+        first, median, peak = queue.get()
+        proc.join()
+        print(f"{batch:>5} {frames:>6} {first:>8.1f} {median:>7.2f} {batch * frames / median:>9.1f} {peak:>13.0f}")
+
+
+if __name__ == "__main__":
+    CLI(main)
