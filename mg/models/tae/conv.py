@@ -261,4 +261,5 @@ class TemporalConv(nn.Cell):
         dtype = conv.compute_dtype
         if dtype is None:
             return mint.nn.functional.linear(x, weight, conv.bias)
-        return mint.nn.functional.linear(x.astype(dtype), weight.astype(dtype), conv.bias.astype(dtype)).astype(ms.float32)
+        out = mint.nn.functional.linear(x.astype(dtype), weight.astype(dtype), conv.bias.astype(dtype))
+        return out.astype(ms.float32)
