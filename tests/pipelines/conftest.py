@@ -22,6 +22,12 @@ def _randomize(cell, seed, scale=0.1):
 
 
 @pytest.fixture(scope="session")
+def inference(load_script):
+    """inference.py as a module (its main(argv) and build_parser())."""
+    return load_script("inference.py")
+
+
+@pytest.fixture(scope="session")
 def tiny_checkpoints(tmp_path_factory):
     ms.set_context(mode=ms.PYNATIVE_MODE)  # before any kernel runs (session fixtures precede the autouse one)
     ms.set_device("CPU")

@@ -1,8 +1,6 @@
 """tools/eval_toy.py: adherence is read from the pixels (a stand-in pipeline that renders the prompt scores 100%,
 one that renders the wrong colour scores 0% colour), and the CLI runs end to end on a tiny model."""
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,15 +9,9 @@ from mg.data import toy_world as tw
 from mg.pipelines import Generation
 from mg.pipelines.outputs import OutputOptions
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
 @pytest.fixture(scope="module")
-def eval_toy():
-    spec = importlib.util.spec_from_file_location("eval_toy_tool", ROOT / "tools" / "eval_toy.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def eval_toy(load_script):
+    return load_script("tools/eval_toy.py")
 
 
 @pytest.fixture(scope="module")

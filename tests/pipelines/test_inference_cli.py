@@ -1,8 +1,6 @@
 """inference.py: options from YAML and the command line reach the pipeline, files are named after prompt and seed
 and never overwritten, the same seed gives the same video, frames=1 gives an image, bad options fail clearly."""
 import functools
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,21 +8,6 @@ import yaml
 
 from mg.data.video_io import probe, read_frames
 from mg.pipelines import MovieGenPipeline
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _load_inference():
-    spec = importlib.util.spec_from_file_location("inference_entry", ROOT / "inference.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="module")
-def inference():
-    return _load_inference()
-
 
 @pytest.fixture
 def config(tmp_path, model_options):

@@ -1,5 +1,4 @@
 """Output naming and writing, prompt files, and that the shipped inference configs bind to the CLI."""
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -62,11 +61,9 @@ def test_read_prompts(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["toy.yaml", "moviegen_256px.yaml"])
-def test_shipped_configs_bind_to_the_cli(name):
-    spec = importlib.util.spec_from_file_location("inference_entry", ROOT / "inference.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    cfg = module.build_parser().parse_args(["--config", str(ROOT / "configs" / "inference" / name), "--prompts", "x"])
+def test_shipped_configs_bind_to_the_cli(inference, name):
+    config = str(ROOT / "configs" / "inference" / name)
+    cfg = inference.build_parser().parse_args(["--config", config, "--prompts", "x"])
     assert cfg.model.dit_checkpoint.endswith("dit.safetensors") and cfg.sample.num_steps == 50
     assert cfg.sample.schedule == "linear_quadratic" and cfg.sample.guidance_scale == 7.5
 

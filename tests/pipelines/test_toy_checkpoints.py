@@ -1,6 +1,5 @@
 """The README's main command on the committed toy checkpoints (checkpoints/toy, written by scripts/train_toy.sh):
 it writes a 17-frame 64x64 video whose shape has the colour the prompt names."""
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -10,14 +9,6 @@ from mg.data.toy_world import classify
 from mg.data.video_io import probe, read_frames
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def inference():
-    spec = importlib.util.spec_from_file_location("inference_entry", ROOT / "inference.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.parametrize("prompt, colour", [("a yellow triangle moving down, 8 fps", "yellow"),

@@ -1,6 +1,5 @@
 """tools/train_tae.py (train, checkpoint, resume, export) and tools/eval_tae.py (metrics table, comparisons)."""
 import csv
-import importlib.util
 import json
 import subprocess
 import sys
@@ -69,18 +68,15 @@ def test_eval_tae_writes_table_and_comparisons(tmp_path):
     assert cv2.imread(str(tmp_path / "eval" / "samples" / "001_b.png")).shape == (16, 48, 3)  # input | recon
 
 
-def _load_train_tae():
-    spec = importlib.util.spec_from_file_location("train_tae_tool", TOOLS / "train_tae.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+@pytest.fixture(scope="module")
+def train_tae(load_script):
+    return load_script("tools/train_tae.py")
 
 
-def test_image_batches_take_one_frame_from_each_of_many_clips():
-    tool = _load_train_tae()
-    data = tool.DataConfig(synthetic=True, height=8, width=8, frames=4, video_batch_size=2, image_batch_size=5,
-                           image_every=2)
-    batches = tool._Batches(data)
+def test_image_batches_take_one_frame_from_each_of_many_clips(train_tae):
+    data = train_tae.DataConfig(synthetic=True, height=8, width=8, frames=4, video_batch_size=2,
+                                image_batch_size=5, image_every=2)
+    batches = train_tae._Batches(data)
     assert batches.get(0).shape == (2, 3, 4, 8, 8)      # a video batch
     images = batches.get(1)
     assert images.shape == (5, 3, 1, 8, 8)
@@ -89,11 +85,10 @@ def test_image_batches_take_one_frame_from_each_of_many_clips():
     assert len(corners) == 5
 
 
-def test_learning_rate_warms_up_then_decays_to_min_lr():
-    tool = _load_train_tae()
-    cosine = tool.TrainConfig(steps=101, lr=1.0, min_lr=0.1, warmup_steps=10)
-    assert [tool._learning_rate(cosine, s) for s in (0, 4, 9)] == pytest.approx([0.1, 0.5, 1.0])
-    assert tool._learning_rate(cosine, 55) == pytest.approx(0.55)       # half-way through the decay
-    assert tool._learning_rate(cosine, 100) == pytest.approx(0.1)       # the last step
-    constant = tool.TrainConfig(steps=101, lr=1.0, min_lr=-1.0, warmup_steps=10)
-    assert tool._learning_rate(constant, 100) == 1.0
+def test_learning_rate_warms_up_then_decays_to_min_lr(train_tae):
+    cosine = train_tae.TrainConfig(steps=101, lr=1.0, min_lr=0.1, warmup_steps=10)
+    assert [train_tae._learning_rate(cosine, s) for s in (0, 4, 9)] == pytest.approx([0.1, 0.5, 1.0])
+    assert train_tae._learning_rate(cosine, 55) == pytest.approx(0.55)       # half-way through the decay
+    assert train_tae._learning_rate(cosine, 100) == pytest.approx(0.1)       # the last step
+    constant = train_tae.TrainConfig(steps=101, lr=1.0, min_lr=-1.0, warmup_steps=10)
+    assert train_tae._learning_rate(constant, 100) == 1.0
