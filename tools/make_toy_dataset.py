@@ -8,16 +8,17 @@ Writes <output_folder>/{videos/*.mp4, images/*.png, train.csv, heldout.csv, toy_
 training dataset format (docs/data.md) with extra label columns colour, shape, direction.
 """
 import logging
-from typing import List
+from typing import List, Optional
 
 import mg  # noqa: F401  (quiet logging before mindspore loads)
 from jsonargparse import auto_cli
 
-from mg.data.toy_world import DEFAULT_HOLDOUT, write_toy_dataset
+from mg.data.toy_world import DEFAULT_HOLDOUT, DEFAULT_JITTER, write_toy_dataset
 
 
 def main(output_folder: str, seed: int = 0, height: int = 64, width: int = 64, num_frames: int = 17, fps: int = 8,
-         videos_per_combo: int = 6, images_per_pair: int = 4, holdout: List[str] = list(DEFAULT_HOLDOUT)):
+         videos_per_combo: int = 6, images_per_pair: int = 4, holdout: List[str] = list(DEFAULT_HOLDOUT),
+         position_jitter: Optional[int] = DEFAULT_JITTER):
     """Make the toy dataset (deterministic from the arguments).
 
     Args:
@@ -30,9 +31,10 @@ def main(output_folder: str, seed: int = 0, height: int = 64, width: int = 64, n
         videos_per_combo: videos per (colour, shape, direction).
         images_per_pair: still images per (colour, shape).
         holdout: "colour shape direction" combinations kept out of train.csv and written to heldout.csv.
+        position_jitter: pixels a shape's start may lie from the place that centres its path (null: anywhere).
     """
     counts = write_toy_dataset(output_folder, seed, height, width, num_frames, fps, videos_per_combo,
-                               images_per_pair, holdout)
+                               images_per_pair, holdout, position_jitter)
     logging.getLogger("make_toy_dataset").info("wrote %s in %s", counts, output_folder)
 
 

@@ -68,6 +68,29 @@ def test_classifier_ignores_a_small_speck():
     assert tw.classify(frames) == {"colour": "green", "shape": "circle", "direction": "left"}
 
 
+def test_jitter_keeps_starts_near_the_centred_path():
+    def offsets(direction, jitter):
+        """(x, y) distance of the path's midpoint from the frame centre, for many 64 x 64 clips of 17 frames."""
+        rng = np.random.default_rng(0)
+        out = []
+        for _ in range(300):
+            c = tw.plan_clip(rng, "red", "square", direction, 64, 64, 17, jitter=jitter)
+            dx, dy = tw.DIRECTIONS[direction]
+            end_x, end_y = c.x0 + dx * c.speed * 16, c.y0 + dy * c.speed * 16
+            assert 0 <= min(c.x0, end_x) and max(c.x0, end_x) + c.size <= 64  # inside the frame all the way
+            assert 0 <= min(c.y0, end_y) and max(c.y0, end_y) + c.size <= 64
+            out.append((abs((c.x0 + end_x + c.size) / 2 - 32), abs((c.y0 + end_y + c.size) / 2 - 32)))
+        return np.array(out)
+
+    for direction in ("right", "up"):
+        near = offsets(direction, 6)
+        assert near.max() <= 6 + 1  # +1: starts are even pixels
+        assert near.max() >= 4      # and they do vary
+        anywhere = offsets(direction, None)
+        assert anywhere.max() >= 20  # across the frame (free span 48 px across the motion)
+        assert np.array_equal(offsets(direction, 100), anywhere)  # a jitter wider than the frame is no limit
+
+
 def test_captions_and_bad_labels():
     assert tw.caption("red", "circle", "left", 8) == "a red circle moving left, 8 fps"
     assert tw.caption("red", "circle") == "a red circle, still image"
