@@ -225,9 +225,7 @@ def classify(frames):
 # ---- datasets ----------------------------------------------------------------------------------------------------
 DEFAULT_HOLDOUT = ("red circle left", "green triangle right", "blue square up", "yellow circle down")
 # Start positions vary by up to 6 px (under one 8-px latent pixel) around the centred path. With starts anywhere
-# (None), a caption's videos put the shape in ~25 places across the frame; the toy DiT (1.3 M parameters, 3000 steps)
-# then blended several of them into each sample, in different places in different latent frames, and followed the
-# direction in no more than 37.5% of held-out samples.
+# (None) a caption's videos put the shape in ~25 places, and the toy DiT blended several of them into each sample.
 DEFAULT_JITTER = 6
 CSV_COLUMNS = ("video", "caption", "fps", "frames", "height", "width", "colour", "shape", "direction")
 
@@ -252,8 +250,8 @@ def write_toy_dataset(output_folder, seed=0, height=64, width=64, num_frames=17,
     videos/*.mp4 for every (colour, shape, direction), images/*.png for every (colour, shape); train.csv lists the
     videos of the combinations not held out plus all images, heldout.csv the videos of the held-out combinations
     (CSV columns: CSV_COLUMNS). Shapes start within `position_jitter` pixels of the place that centres their path
-    (None: anywhere the path fits; see DEFAULT_JITTER). toy_world.json records the parameters. Clip k of combination i is drawn from
-    default_rng([seed, i, k]), so the clips do not depend on which combinations are held out.
+    (None: anywhere the path fits; see DEFAULT_JITTER). toy_world.json records the parameters. Clip k of
+    combination i is drawn from default_rng([seed, i, k]), so the clips do not depend on which are held out.
     """
     out = Path(output_folder)
     if out.exists() and any(out.iterdir()):
