@@ -1,9 +1,10 @@
 import mindspore as ms
 import numpy as np
 import pytest
-from mindspore import nn
+from mindspore import nn, ops
 
 from mg.models.dit import MovieGenDiT, dit_config, expand_position_tables, parameter_count
+from mg.models.dit.embeddings import POSITION_INIT_STD, PatchEmbed3D
 from mg.schedulers import FlowMatching
 from mg.training.train_step import FlowMatchingTrainStep
 
@@ -23,6 +24,18 @@ def test_output_shape_matches_input_for_images_and_videos(shape):
     out = model(x, t, embs, masks).asnumpy()
     assert out.shape == shape
     assert np.isfinite(out).all() and np.abs(out).max() > 0
+
+
+@pytest.mark.parametrize("patch", [(1, 2, 2), (2, 1, 3)])
+def test_patch_embedding_equals_the_strided_conv3d_in_token_order(patch):
+    """The matmul form keeps Conv3d's weight layout and a (t, h, w) row-major token order, as unpatchify expects."""
+    embed = PatchEmbed3D(3, 5, patch)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 3, 4, 4, 6)).astype(np.float32)
+    conv = ops.conv3d(ms.Tensor(x), embed.proj.weight, stride=patch, pad_mode="valid") \
+        + embed.proj.bias.reshape(1, -1, 1, 1, 1)
+    want = conv.asnumpy().reshape(2, 5, -1).transpose(0, 2, 1)
+    np.testing.assert_allclose(embed(ms.Tensor(x)).asnumpy(), want, rtol=1e-5, atol=1e-5)
 
 
 def test_latent_not_divisible_by_patch_is_refused():
@@ -131,6 +144,13 @@ def test_stage1_checkpoint_loads_into_stage2_model_after_expansion():
     np.testing.assert_allclose(h_new[1], h_old[0] * 0.6 + h_old[1] * 0.4, rtol=1e-5)  # row 1 sits at 0.4
     t_new = expanded["pos_embed.table_t"]
     np.testing.assert_array_equal(t_new[0], params["pos_embed.table_t"][0])  # images keep their time row
+    # new frames get fresh rows at the initial scale, not copies that would make them indistinguishable
+    fresh = t_new[1:]
+    assert 0.6 < fresh.std() / POSITION_INIT_STD < 1.4
+    distances = [np.linalg.norm(a - b) for i, a in enumerate(t_new) for b in t_new[i + 1:]]
+    assert min(distances) > 0.5 * np.sqrt(2 * t_new.shape[1]) * POSITION_INIT_STD
+    np.testing.assert_array_equal(expand_position_tables(params, max_t=4, max_h=6, max_w=6)["pos_embed.table_t"],
+                                  t_new)  # deterministic: every rank grows the same table
 
     # An image at stage-1 size sees the same temporal row; the expanded model runs on video grids.
     rng = np.random.default_rng(0)

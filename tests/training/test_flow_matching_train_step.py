@@ -50,7 +50,7 @@ def test_tiny_model_overfits_one_pair(jit):
     validation = [(x1, single)]
     before = flow.validation_loss(model, validation, num_t=8, seed=1)
     x1_batch = ms.Tensor(np.repeat(x1, batch, axis=0))
-    for _ in range(150):
+    for _ in range(250):
         x0 = ms.Tensor(flow.sample_noise(x1_batch.shape, rng))
         step(x1_batch, x0, ms.Tensor(flow.sample_t(batch, rng)), embs, masks)
     after = flow.validation_loss(model, validation, num_t=8, seed=1)
