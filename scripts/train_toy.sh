@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN=${RUN:-runs/toy}
 EXPORT=${EXPORT:-checkpoints/toy}
-# 500 TAE steps (~20 min) keep the whole pipeline under an hour; the config's 1000 reach 30.5 dB PSNR
+# 500 TAE steps (~21 min on an idle 2-core CPU) keep the whole pipeline under an hour; the config's 1000 reach 30.5 dB PSNR
 # (tools/benchmark_tae_psnr.py) but take twice as long
 TAE_STEPS=${TAE_STEPS:-500}
 export GLOG_v=3

@@ -30,8 +30,8 @@ class PatchProjection(nn.Cell):
 class PatchEmbed3D(nn.Cell):
     """(B, C, T, H, W) latents -> (B, N, D) tokens: every pt x ph x pw patch through one linear map.
 
-    That is a convolution whose kernel equals its stride, computed as reshape + matmul: on CPU, 13x faster than
-    MindSpore's Conv3D kernel for the toy model's batch (docs/performance.md)."""
+    That is a convolution whose kernel equals its stride, computed as reshape + matmul: on CPU ~30x faster than
+    MindSpore's Conv3D kernel for the toy model's batch (tools/benchmark_patch_embed.py, docs/performance.md)."""
 
     def __init__(self, in_channels, dim, patch_size=(1, 2, 2)):
         super().__init__()
