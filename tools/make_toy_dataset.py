@@ -18,7 +18,7 @@ from mg.data.toy_world import DEFAULT_HOLDOUT, DEFAULT_JITTER, write_toy_dataset
 
 def main(output_folder: str, seed: int = 0, height: int = 64, width: int = 64, num_frames: int = 17, fps: int = 8,
          videos_per_combo: int = 6, images_per_pair: int = 4, holdout: List[str] = list(DEFAULT_HOLDOUT),
-         position_jitter: Optional[int] = DEFAULT_JITTER):
+         position_jitter: Optional[int] = DEFAULT_JITTER, shape_size: Optional[int] = None):
     """Make the toy dataset (deterministic from the arguments).
 
     Args:
@@ -32,9 +32,10 @@ def main(output_folder: str, seed: int = 0, height: int = 64, width: int = 64, n
         images_per_pair: still images per (colour, shape).
         holdout: "colour shape direction" combinations kept out of train.csv and written to heldout.csv.
         position_jitter: pixels a shape's start may lie from the place that centres its path (null: anywhere).
+        shape_size: shape width in pixels (+-1/16 per clip; null: a quarter of the shorter side).
     """
     counts = write_toy_dataset(output_folder, seed, height, width, num_frames, fps, videos_per_combo,
-                               images_per_pair, holdout, position_jitter)
+                               images_per_pair, holdout, position_jitter, shape_size)
     logging.getLogger("make_toy_dataset").info("wrote %s in %s", counts, output_folder)
 
 

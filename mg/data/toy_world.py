@@ -244,13 +244,14 @@ def all_combos():
 
 
 def write_toy_dataset(output_folder, seed=0, height=64, width=64, num_frames=17, fps=8, videos_per_combo=6,
-                      images_per_pair=4, holdout=DEFAULT_HOLDOUT, position_jitter=DEFAULT_JITTER):
+                      images_per_pair=4, holdout=DEFAULT_HOLDOUT, position_jitter=DEFAULT_JITTER, shape_size=None):
     """Write the toy world into a new (or empty) folder and return {csv name: number of rows}.
 
     videos/*.mp4 for every (colour, shape, direction), images/*.png for every (colour, shape); train.csv lists the
     videos of the combinations not held out plus all images, heldout.csv the videos of the held-out combinations
     (CSV columns: CSV_COLUMNS). Shapes start within `position_jitter` pixels of the place that centres their path
-    (None: anywhere the path fits; see DEFAULT_JITTER). toy_world.json records the parameters. Clip k of
+    (None: anywhere the path fits; see DEFAULT_JITTER). Shapes are `shape_size` pixels wide (+-1/16; None: a quarter
+    of the shorter side). toy_world.json records the parameters. Clip k of
     combination i is drawn from default_rng([seed, i, k]), so the clips do not depend on which are held out.
     """
     out = Path(output_folder)
@@ -263,7 +264,7 @@ def write_toy_dataset(output_folder, seed=0, height=64, width=64, num_frames=17,
     for i, (colour, shape, direction) in enumerate(all_combos()):
         for k in range(videos_per_combo):
             clip = plan_clip(np.random.default_rng([seed, i, k]), colour, shape, direction, height, width, num_frames,
-                             jitter=position_jitter)
+                             size=shape_size, jitter=position_jitter)
             name = f"videos/{colour}_{shape}_{direction}_{k:03d}.mp4"
             write_video(out / name, render(clip, height, width, num_frames), fps)
             split = "heldout" if (colour, shape, direction) in held else "train"
@@ -272,7 +273,7 @@ def write_toy_dataset(output_folder, seed=0, height=64, width=64, num_frames=17,
     for i, (colour, shape) in enumerate((c, s) for c in COLOURS for s in SHAPES):
         for k in range(images_per_pair):
             clip = plan_clip(np.random.default_rng([seed, 10_000 + i, k]), colour, shape, None, height, width, 1,
-                             jitter=position_jitter)
+                             size=shape_size, jitter=position_jitter)
             name = f"images/{colour}_{shape}_{k:03d}.png"
             write_video(out / name, render(clip, height, width, 1), fps)
             rows["train"].append((name, caption(colour, shape), "", 1, height, width, colour, shape, ""))
@@ -280,6 +281,7 @@ def write_toy_dataset(output_folder, seed=0, height=64, width=64, num_frames=17,
         pd.DataFrame(records, columns=CSV_COLUMNS).to_csv(out / f"{split}.csv", index=False)
     params = dict(seed=seed, height=height, width=width, num_frames=num_frames, fps=fps,
                   videos_per_combo=videos_per_combo, images_per_pair=images_per_pair, position_jitter=position_jitter,
+                  shape_size=shape_size,
                   holdout=[" ".join(h) for h in sorted(held)], background=BACKGROUND, colours=COLOURS)
     (out / "toy_world.json").write_text(json.dumps(params, indent=2))
     return {f"{split}.csv": len(records) for split, records in rows.items()}

@@ -1,8 +1,10 @@
 """tools/eval_toy.py: adherence is read from the pixels (a stand-in pipeline that renders the prompt scores 100%,
 one that renders the wrong colour scores 0% colour), and the CLI runs end to end on a tiny model."""
 import json
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from mg.data import toy_world as tw
@@ -80,3 +82,19 @@ def test_cli_end_to_end_on_a_tiny_model(eval_toy, toy_csvs, model_options, tmp_p
     plain.write_text("video,caption\na.mp4,a cat\n")
     with pytest.raises(ValueError, match="not a toy-world CSV"):
         eval_toy.read_combos(plain)
+
+
+def test_tae_benchmark_reads_the_reconstruction_half(load_script, toy_csvs, tmp_path):
+    """benchmark_tae_psnr.py classifies the right half (the reconstruction) of each side-by-side sample: a sample
+    whose right half shows the clip scores 100%; one whose right half is another colour misses exactly that."""
+    bench = load_script("tools/benchmark_tae_psnr.py")
+    heldout = toy_csvs[0]
+    table = pd.read_csv(heldout, dtype=str, keep_default_na=False)
+    for index, row in table.iterrows():
+        clip = tw.plan_clip(np.random.default_rng(index), "blue" if index == 0 else row["colour"], row["shape"],
+                            row["direction"], 32, 32, 9)
+        wrong = tw.render(tw.ToyClip("green", "square", None, 8, 2, 2, 0), 32, 32, 9)  # the "input" half
+        tw.write_video(tmp_path / f"{index:03d}_{Path(row['video']).stem}.mp4",
+                       np.concatenate([wrong, tw.render(clip, 32, 32, 9)], axis=2), 8)
+    rates = bench.reconstruction_adherence(heldout, tmp_path)
+    assert rates == {"colour": 0.5, "shape": 1.0, "direction": 1.0, "all": 0.5}

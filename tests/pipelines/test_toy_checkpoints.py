@@ -1,5 +1,5 @@
 """The README's main command on the committed toy checkpoints (checkpoints/toy, written by scripts/train_toy.sh):
-it writes a 17-frame 64x64 video whose shape has the colour the prompt names."""
+it writes a 17-frame 64x64 video whose shape has the colour the prompt names and moves the way it names."""
 from pathlib import Path
 
 import numpy as np
@@ -11,12 +11,13 @@ from mg.data.video_io import probe, read_frames
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("prompt, colour", [("a yellow triangle moving down, 8 fps", "yellow"),
-                                            ("a blue circle moving left, 8 fps", "blue")])
-def test_readme_command_follows_the_colour_of_the_prompt(inference, tmp_path, monkeypatch, prompt, colour):
+@pytest.mark.parametrize("prompt, colour, direction", [("a yellow triangle moving down, 8 fps", "yellow", "down"),
+                                                       ("a blue circle moving left, 8 fps", "blue", "left")])
+def test_readme_command_follows_the_prompt(inference, tmp_path, monkeypatch, prompt, colour, direction):
     monkeypatch.chdir(ROOT)  # configs/inference/toy.yaml names the checkpoints relative to the repository
     paths = inference.main(["--config", "configs/inference/toy.yaml", "--prompts", prompt,
                             "--output_path", str(tmp_path)])
     info = probe(str(paths[0]))
     assert (info.num_frames, info.height, info.width) == (17, 64, 64)
-    assert classify(read_frames(str(paths[0]), np.arange(17)))["colour"] == colour
+    read = classify(read_frames(str(paths[0]), np.arange(17)))
+    assert (read["colour"], read["direction"]) == (colour, direction)

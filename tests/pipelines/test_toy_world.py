@@ -1,5 +1,7 @@
 """Toy world: rendering matches its plan, the pixel classifiers read ground-truth clips back (clean and through an
 mp4 file), and the dataset writer is deterministic and keeps held-out combinations out of train.csv."""
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -121,3 +123,14 @@ def test_dataset_is_deterministic_and_holds_out(tmp_path):
         np.testing.assert_array_equal(first, read_frames(str(tmp_path / "b" / name), np.arange(1)))
     with pytest.raises(FileExistsError, match="not empty"):
         tw.write_toy_dataset(tmp_path / "a", **kwargs)
+
+
+@pytest.mark.parametrize("shape_size, expected", [(None, 8), (12, 12)])
+def test_dataset_shape_size(tmp_path, shape_size, expected):
+    """Shapes are a quarter of the frame unless shape_size says otherwise (the PNG stills are lossless)."""
+    tw.write_toy_dataset(tmp_path, height=32, width=32, num_frames=9, videos_per_combo=0, images_per_pair=2,
+                         holdout=[], shape_size=shape_size)
+    for k in range(2):
+        ys, xs = np.nonzero(tw.shape_masks(read_frames(str(tmp_path / f"images/blue_square_{k:03d}.png"), np.arange(1)))[0])
+        assert (ys.ptp() + 1, xs.ptp() + 1) == (expected, expected)
+    assert json.loads((tmp_path / "toy_world.json").read_text())["shape_size"] == shape_size
