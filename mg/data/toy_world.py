@@ -251,8 +251,8 @@ def write_toy_dataset(output_folder, seed=0, height=64, width=64, num_frames=17,
     videos of the combinations not held out plus all images, heldout.csv the videos of the held-out combinations
     (CSV columns: CSV_COLUMNS). Shapes start within `position_jitter` pixels of the place that centres their path
     (None: anywhere the path fits; see DEFAULT_JITTER). Shapes are `shape_size` pixels wide (+-1/16; None: a quarter
-    of the shorter side). toy_world.json records the parameters. Clip k of
-    combination i is drawn from default_rng([seed, i, k]), so the clips do not depend on which are held out.
+    of the shorter side). toy_world.json records the parameters. Clip k of combination i is drawn from
+    default_rng([seed, i, k]), so the clips do not depend on which are held out.
     """
     out = Path(output_folder)
     if out.exists() and any(out.iterdir()):

@@ -131,6 +131,7 @@ def test_dataset_shape_size(tmp_path, shape_size, expected):
     tw.write_toy_dataset(tmp_path, height=32, width=32, num_frames=9, videos_per_combo=0, images_per_pair=2,
                          holdout=[], shape_size=shape_size)
     for k in range(2):
-        ys, xs = np.nonzero(tw.shape_masks(read_frames(str(tmp_path / f"images/blue_square_{k:03d}.png"), np.arange(1)))[0])
-        assert (ys.ptp() + 1, xs.ptp() + 1) == (expected, expected)
+        still = read_frames(str(tmp_path / f"images/blue_square_{k:03d}.png"), np.arange(1))
+        ys, xs = np.nonzero(tw.shape_masks(still)[0])
+        assert (np.ptp(ys) + 1, np.ptp(xs) + 1) == (expected, expected)
     assert json.loads((tmp_path / "toy_world.json").read_text())["shape_size"] == shape_size
