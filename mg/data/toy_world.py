@@ -260,6 +260,8 @@ def write_toy_dataset(output_folder, seed=0, height=64, width=64, num_frames=17,
     held = {parse_combo(h) if isinstance(h, str) else tuple(h) for h in holdout}
     if min(videos_per_combo, images_per_pair) < 0 or num_frames < 2:
         raise ValueError("videos_per_combo and images_per_pair must be >= 0 and num_frames >= 2")
+    if shape_size is not None and shape_size < 2:
+        raise ValueError(f"shape_size must be at least 2 pixels (None: a quarter of the frame), got {shape_size}")
     rows = {"train": [], "heldout": []}
     for i, (colour, shape, direction) in enumerate(all_combos()):
         for k in range(videos_per_combo):

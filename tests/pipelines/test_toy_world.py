@@ -135,3 +135,5 @@ def test_dataset_shape_size(tmp_path, shape_size, expected):
         ys, xs = np.nonzero(tw.shape_masks(still)[0])
         assert (np.ptp(ys) + 1, np.ptp(xs) + 1) == (expected, expected)
     assert json.loads((tmp_path / "toy_world.json").read_text())["shape_size"] == shape_size
+    with pytest.raises(ValueError, match="shape_size must be at least 2"):
+        tw.write_toy_dataset(tmp_path / "bad", shape_size=0)  # 0 would otherwise fall back to the default
