@@ -7,8 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN=${RUN:-runs/toy}
 EXPORT=${EXPORT:-checkpoints/toy}
-# 700 TAE steps: 30 min on an idle 2-core CPU, half of the whole script's 61 min; the config's 1000 steps (30.5 dB PSNR
-# on 16 px shapes, tools/benchmark_tae_psnr.py) would add ~13 min
+# 700 TAE steps: 27 min on an idle 2-core CPU, half of the whole script's 54.5 min; the config's 1000 steps (30.5 dB
+# PSNR on 16 px shapes, tools/benchmark_tae_psnr.py) would add ~11 min
 TAE_STEPS=${TAE_STEPS:-700}
 # 24 px shapes (3 latent pixels) rather than the default 16: a TAE this short reconstructs their shape, 16 px ones blur
 SHAPE_SIZE=${SHAPE_SIZE:-24}
@@ -26,7 +26,9 @@ fi
   --kinds "[ul2, metaclip]" --hidden_size 64 --num_layers 2 --num_heads 4 --max_positions 64 \
   --words "[a, red, green, blue, yellow, circle, square, triangle, moving, left, right, up, down, fps, still, image]"
 
-# the caches skip files that exist
+# the caches skip files that exist. Text lengths: the longest toy prompt, "FPS-8 a yellow triangle moving right, 8 fps",
+# is 16 UL2 / 38 MetaCLIP tokens (the tiny encoders spell most words in characters). Padding is masked, so a shorter
+# pad changes no output, only the cost of every DiT step (text tokens are cross-attention keys in every block)
 BUCKETS='[{height: 64, width: 64, frames: 1, batch_size: 32}, {height: 64, width: 64, frames: 17, batch_size: 16}]'
 for split in train heldout; do
   python tools/cache_tae_latents.py --csv_path "$RUN/data/$split.csv" --video_folder "$RUN/data" \
@@ -35,7 +37,7 @@ for split in train heldout; do
   python tools/cache_text_embeddings.py --csv_path "$RUN/data/$split.csv" --video_folder "$RUN/data" \
     --output_folders "{ul2: $RUN/cache/ul2, metaclip: $RUN/cache/metaclip}" \
     --encoder_paths "{ul2: $RUN/text_encoders/ul2, metaclip: $RUN/text_encoders/metaclip}" \
-    --max_lengths "{ul2: 64, metaclip: 64}"
+    --max_lengths "{ul2: 24, metaclip: 48}"
 done
 
 train_stage() {  # config, output dir, extra args; a finished or interrupted run resumes (a finished one stops at once)

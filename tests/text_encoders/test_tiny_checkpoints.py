@@ -33,3 +33,17 @@ def test_tiny_writer_refuses_to_overwrite(tmp_path):
     with pytest.raises(FileExistsError, match="not empty"):
         write_tiny_text_encoder("byt5", tmp_path)
     assert (tmp_path / "mine.txt").read_text() == "user data"
+
+
+def test_truncation_is_reported_once(tmp_path, caplog):
+    out = write_tiny_text_encoder("metaclip", tmp_path / "metaclip", hidden_size=16, num_layers=1, num_heads=2,
+                                  max_positions=12)
+    enc = build_text_encoder("metaclip", out, max_length=12)
+    with caplog.at_level("WARNING", logger="mg.models.text_encoders.encoder"):
+        enc.encode(["a cat"])  # 5 characters + start/end: fits
+        assert not caplog.records
+        enc.encode(["a cat", "a yellow triangle moving right"])
+        assert len(caplog.records) == 1
+        assert "cut to max_length 12" in caplog.text and "a yellow triangle moving right" in caplog.text
+        enc.encode(["a yellow triangle moving left"])
+        assert len(caplog.records) == 1

@@ -5,7 +5,9 @@ convolution is computed as one gather and one matmul: an index map (built once p
 output position and kernel tap, the input row it reads; padding points at an appended zero row (zero padding) or at
 the clamped edge row (replicate padding), and a nearest-neighbour upsampling of the input is folded into the same map.
 The backward is another gather + matmul through the inverse map (a custom bprop), which avoids the K full-size
-zero-filled gradients that autodiff of K shifted slices produces. On Ascend the fused `ops.conv3d` kernel is used.
+zero-filled gradients that autodiff of K shifted slices produces. Bias gradients are a ones-row matmul: autodiff sums
+the gradient over the leading axes of the 5-D output, which runs 8-14x slower on CPU. On Ascend the fused
+`ops.conv3d` kernel is used.
 Both take the standard weight layout (out, in, kt, kh, kw), so checkpoints are interchangeable.
 """
 import math
@@ -119,6 +121,43 @@ class _GatherMatmul(nn.Cell):
         return dx, dw, ops.zeros_like(rows), ops.zeros_like(readers)
 
 
+class _RowsMatmul(nn.Cell):
+    """x (M, C) @ w (C, O) with dw = x^T dy as a transposed-operand matmul (autodiff materialises x^T: ~35 ms for
+    one full-resolution toy-TAE layer)."""
+
+    def construct(self, x, w):
+        return mint.matmul(x, w)
+
+    def bprop(self, x, w, out, dout):
+        return mint.matmul(dout, ops.transpose(w, (1, 0))), _MATMUL_TA(x, dout)
+
+
+class _RowBias(nn.Cell):
+    """x (M, O) + b (O,) with db = ones(1, M) @ dy: a reduction over the rows runs ~10x slower on CPU."""
+
+    def construct(self, x, b):
+        return x + b
+
+    def bprop(self, x, b, out, dout):
+        return dout, mint.matmul(mint.ones((1, dout.shape[0]), dtype=dout.dtype), dout).reshape(b.shape)
+
+
+class DenseRows(nn.Cell):
+    """Channels-last x (..., C) @ w (C, O) (+ bias) on the flattened rows, with the backward of _RowsMatmul and
+    _RowBias; the 1x1 convolutions and the one-frame temporal shortcut use it."""
+
+    def __init__(self):
+        super().__init__()
+        self.matmul = _RowsMatmul()
+        self.row_bias = _RowBias()
+
+    def construct(self, x, w, bias):
+        out = self.matmul(x.reshape(-1, x.shape[-1]), w)
+        if bias is not None:
+            out = self.row_bias(out, bias)
+        return out.reshape(*x.shape[:-1], w.shape[1])
+
+
 class GatherConv3d(nn.Cell):
     """The CPU path: convolution of channels-last x (B, T, H, W, C) as one gather + one matmul."""
 
@@ -126,6 +165,8 @@ class GatherConv3d(nn.Cell):
         super().__init__()
         self.geometry = geometry
         self.gather_matmul = _GatherMatmul()
+        self.dense = DenseRows()
+        self.row_bias = _RowBias()
 
     def construct(self, x, weight, bias):
         geometry = self.geometry
@@ -136,18 +177,15 @@ class GatherConv3d(nn.Cell):
         w_mat = ops.transpose(weight, (2, 3, 4, 1, 0)).reshape(-1, o)
         if w_mat.shape[0] == c and geometry.stride == (1, 1, 1) and geometry.upsample == (1, 1, 1) \
                 and not any(geometry.padding):
-            out = mint.matmul(x.reshape(-1, c), w_mat).reshape(b, t, h, w, o)
-        else:
-            frames_apart = geometry.kernel[0] == 1 and geometry.stride[0] == 1 and geometry.upsample[0] == 1 \
-                and not any(geometry.padding[:2])
-            grid = (1, h, w) if frames_apart else (t, h, w)  # a per-frame conv folds time into the batch: small maps
-            rows, readers, out_grid = _gather_index(grid, geometry.key())
-            out = self.gather_matmul(x.reshape(b * t if frames_apart else b, -1, c), w_mat, rows, readers)
-            out_t = t if frames_apart else out_grid[0]
-            out = out.reshape(b, out_t, out_grid[1], out_grid[2], o)
+            return self.dense(x, w_mat, bias)
+        frames_apart = geometry.kernel[0] == 1 and geometry.stride[0] == 1 and geometry.upsample[0] == 1 \
+            and not any(geometry.padding[:2])
+        grid = (1, h, w) if frames_apart else (t, h, w)  # a per-frame conv folds time into the batch: small maps
+        rows, readers, out_grid = _gather_index(grid, geometry.key())
+        out = self.gather_matmul(x.reshape(b * t if frames_apart else b, -1, c), w_mat, rows, readers).reshape(-1, o)
         if bias is not None:
-            out = out + bias
-        return out
+            out = self.row_bias(out, bias)
+        return out.reshape(b, t if frames_apart else out_grid[0], out_grid[1], out_grid[2], o)
 
 
 class FusedConv3d(nn.Cell):
@@ -252,14 +290,15 @@ class TemporalConv(nn.Cell):
         weight[np.arange(channels), np.arange(channels), pad] = 1
         self.conv.weight.set_data(Tensor(weight))
         self.conv.bias.set_data(Tensor(np.zeros(channels, np.float32)))
+        self.dense = DenseRows()
 
     def construct(self, x):
         if x.shape[1] > 1:
             return self.conv(x)
         conv = self.conv
-        weight = conv.weight.sum(axis=2).reshape(conv.weight.shape[0], -1)  # (out, in): the taps summed
+        # (in, out): the taps summed
+        weight = ops.transpose(conv.weight.sum(axis=2).reshape(conv.weight.shape[0], -1), (1, 0))
         dtype = conv.compute_dtype
         if dtype is None:
-            return mint.nn.functional.linear(x, weight, conv.bias)
-        out = mint.nn.functional.linear(x.astype(dtype), weight.astype(dtype), conv.bias.astype(dtype))
-        return out.astype(ms.float32)
+            return self.dense(x, weight, conv.bias)
+        return self.dense(x.astype(dtype), weight.astype(dtype), conv.bias.astype(dtype)).astype(ms.float32)

@@ -1,4 +1,5 @@
 """Frozen text encoders behind one interface: prompts in, (embedding, mask) NumPy arrays out."""
+import logging
 from pathlib import Path
 
 import mindspore as ms
@@ -10,6 +11,8 @@ from .clip import CLIPTextConfig, CLIPTextTransformer
 from .prompts import check_kind
 from .t5 import T5Config, T5Encoder
 
+logger = logging.getLogger(__name__)
+
 MODEL_TYPES = {"ul2": ("t5", "mt5"), "byt5": ("t5", "mt5"), "metaclip": ("clip", "clip_text_model")}
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "spiece.model", "vocab.json")
 
@@ -17,9 +20,9 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "spiece.model", "v
 class TextEncoder:
     """encode(prompts) -> emb float32 (B, max_length, hidden_size), mask uint8 (B, max_length).
 
-    Prompts are padded/truncated to max_length tokens. Padded positions hold the model's output for pad tokens;
-    the mask says which to ignore. For ByT5 an empty prompt (no visual text) gives a zero embedding and an
-    all-zero mask.
+    Prompts are padded/truncated to max_length tokens; the first truncation is logged as a warning (a caption
+    that loses its end is easy to miss). Padded positions hold the model's output for pad tokens; the mask says
+    which to ignore. For ByT5 an empty prompt (no visual text) gives a zero embedding and an all-zero mask.
     """
 
     def __init__(self, kind: str, model, tokenizer, max_length: int):
@@ -28,6 +31,7 @@ class TextEncoder:
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.hidden_size = model.hidden_size
+        self.warned_truncation = False
 
     def encode(self, prompts):
         if isinstance(prompts, str) or not all(isinstance(p, str) for p in prompts):
@@ -38,15 +42,25 @@ class TextEncoder:
         rows = [i for i, p in enumerate(prompts) if self.kind != "byt5" or p.strip()]
         if not rows:
             return emb, mask
-        tokens = self.tokenizer(
-            [prompts[i] for i in rows], padding="max_length", max_length=self.max_length, truncation=True,
-            return_tensors="np",
-        )
+        texts = [prompts[i] for i in rows]
+        if not self.warned_truncation:
+            self._warn_if_truncated(texts)
+        tokens = self.tokenizer(texts, padding="max_length", max_length=self.max_length, truncation=True,
+                                return_tensors="np")
         ids, attn = tokens["input_ids"].astype(np.int32), tokens["attention_mask"].astype(np.int32)
         out = self.model(Tensor(ids), Tensor(attn))
         emb[rows] = out.astype(ms.float32).asnumpy()
         mask[rows] = attn
         return emb, mask
+
+    def _warn_if_truncated(self, texts):
+        lengths = [len(ids) for ids in self.tokenizer(texts)["input_ids"]]
+        longest = int(np.argmax(lengths))
+        if lengths[longest] > self.max_length:
+            self.warned_truncation = True
+            logger.warning("%s: a prompt of %d tokens is cut to max_length %d (raise it to keep the whole caption; "
+                           "further truncations are not reported): %r", self.kind, lengths[longest], self.max_length,
+                           texts[longest])
 
 
 def load_tokenizer(kind: str, path: Path, vocab_size: int):
