@@ -5,9 +5,9 @@ convolution is computed as one gather and one matmul: an index map (built once p
 output position and kernel tap, the input row it reads; padding points at an appended zero row (zero padding) or at
 the clamped edge row (replicate padding), and a nearest-neighbour upsampling of the input is folded into the same map.
 The backward is another gather + matmul through the inverse map (a custom bprop), which avoids the K full-size
-zero-filled gradients that autodiff of K shifted slices produces. Bias gradients are a ones-row matmul: autodiff sums
-the gradient over the leading axes of the 5-D output, which runs 8-14x slower on CPU. On Ascend the fused
-`ops.conv3d` kernel is used.
+zero-filled gradients that autodiff of K shifted slices produces. Bias gradients are a ones-row matmul: autodiff summed
+the gradient over the leading axes of the 5-D output with a slow CPU ReduceSum (278 -> 49 ms of ReduceSum per
+32-image toy TAE step, `tools/benchmark_tae_step.py --profile true`). On Ascend the fused `ops.conv3d` kernel is used.
 Both take the standard weight layout (out, in, kt, kh, kw), so checkpoints are interchangeable.
 """
 import math
@@ -122,8 +122,8 @@ class _GatherMatmul(nn.Cell):
 
 
 class _RowsMatmul(nn.Cell):
-    """x (M, C) @ w (C, O) with dw = x^T dy as a transposed-operand matmul (autodiff materialises x^T: ~35 ms for
-    one full-resolution toy-TAE layer)."""
+    """x (M, C) @ w (C, O) with dw = x^T dy as a transposed-operand matmul (autodiff materialises x^T with a
+    Transpose kernel)."""
 
     def construct(self, x, w):
         return mint.matmul(x, w)
@@ -133,7 +133,7 @@ class _RowsMatmul(nn.Cell):
 
 
 class _RowBias(nn.Cell):
-    """x (M, O) + b (O,) with db = ones(1, M) @ dy: a reduction over the rows runs ~10x slower on CPU."""
+    """x (M, O) + b (O,) with db = ones(1, M) @ dy, a matmul rather than autodiff's CPU ReduceSum over the rows."""
 
     def construct(self, x, b):
         return x + b
