@@ -40,7 +40,7 @@ def test_truncation_is_reported_once(tmp_path, caplog):
                                   max_positions=12)
     enc = build_text_encoder("metaclip", out, max_length=12)
     with caplog.at_level("WARNING", logger="mg.models.text_encoders.encoder"):
-        enc.encode(["a cat"])  # 5 characters + start/end: fits
+        enc.encode(["a cat", "abcdefghij"])  # 4 and 10 byte tokens + start/end: the second fills max_length exactly
         assert not caplog.records
         enc.encode(["a cat", "a yellow triangle moving right"])
         assert len(caplog.records) == 1

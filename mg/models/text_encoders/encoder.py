@@ -43,17 +43,20 @@ class TextEncoder:
         if not rows:
             return emb, mask
         texts = [prompts[i] for i in rows]
-        if not self.warned_truncation:
-            self._warn_if_truncated(texts)
         tokens = self.tokenizer(texts, padding="max_length", max_length=self.max_length, truncation=True,
                                 return_tensors="np")
         ids, attn = tokens["input_ids"].astype(np.int32), tokens["attention_mask"].astype(np.int32)
+        if not self.warned_truncation:
+            # only a prompt that fills max_length can have been cut: tokenize just those again, uncut
+            self._warn_if_truncated([t for t, n in zip(texts, attn.sum(axis=1)) if n == self.max_length])
         out = self.model(Tensor(ids), Tensor(attn))
         emb[rows] = out.astype(ms.float32).asnumpy()
         mask[rows] = attn
         return emb, mask
 
     def _warn_if_truncated(self, texts):
+        if not texts:
+            return
         lengths = [len(ids) for ids in self.tokenizer(texts)["input_ids"]]
         longest = int(np.argmax(lengths))
         if lengths[longest] > self.max_length:
