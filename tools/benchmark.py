@@ -4,10 +4,11 @@
     python tools/benchmark.py --models "[toy]" --tokens "[256]" --steps 3 --output_dir /tmp/bench   # a quick look
 
 Every measurement runs in its own process (peak RSS is per process): a training step (forward, backward, AdamW) in
-PyNative and in graph mode (ms.jit; the first call, which compiles, is reported separately), with and without
-recompute; the fp32 GEMM throughput measured by MindSpore in the same run is the yardstick (MFU-vs-GEMM = achieved
-model FLOP/s / GEMM FLOP/s); sampling is timed per denoising step and per 50-step video, with and without CFG; the
-toy world's TAE (preset small, base 16) is timed encoding and decoding 64x64 videos, tiled and untiled.
+PyNative and in graph mode (ms.jit; the first call, which compiles, is reported separately), each with and without
+recompute; the fp32 GEMM throughput measured by MindSpore in the same run, compiled like the step, is the yardstick
+(MFU-vs-GEMM = achieved model FLOP/s / GEMM FLOP/s); sampling is timed per denoising step and per 50-step video,
+with and without CFG; the toy world's TAE (preset small, base 16) is timed encoding and decoding 64x64 videos,
+tiled and untiled.
 Writes benchmark.md (tables) and step_time_vs_tokens.png into --output_dir and prints the tables.
 """
 import mg  # noqa: F401  (quiet MindSpore logging)
@@ -31,6 +32,7 @@ MODELS = {
     "1B-block": dict(preset="1B", depth=1),
 }
 TEXT_TOKENS, TEXT_WIDTH = 64, 256
+PROFILE_TOP = 10  # op types listed per profiled row
 
 
 def grid_for(tokens):
@@ -56,12 +58,16 @@ def peak_rss_mib():
 
 # ---- measurements (each runs inside a worker process) -----------------------------------------------------------
 def measure_gemm(size=2048, repeats=10):
+    """Best-of-`repeats` fp32 GEMM throughput, compiled (the yardstick: the train step runs compiled) and PyNative."""
     import mindspore as ms
     from mindspore import mint
     a, b = (ms.Tensor(np.random.default_rng(i).standard_normal((size, size), dtype=np.float32)) for i in range(2))
-    mint.matmul(a, b).asnumpy()
-    best = min(_timed(lambda: mint.matmul(a, b).asnumpy()) for _ in range(repeats))
-    return {"gemm_gflops": 2 * size ** 3 / best / 1e9}
+    result = {}
+    for label, matmul in (("gemm_gflops", ms.jit(mint.matmul)), ("pynative_gemm_gflops", mint.matmul)):
+        matmul(a, b).asnumpy()
+        best = min(_timed(lambda: matmul(a, b).asnumpy()) for _ in range(repeats))
+        result[label] = 2 * size ** 3 / best / 1e9
+    return result
 
 
 def _timed(fn):
@@ -70,9 +76,10 @@ def _timed(fn):
     return time.perf_counter() - start
 
 
-def measure_train(model, tokens, mode, recompute, steps, warmup):
+def measure_train(model, tokens, mode, recompute, steps, warmup, profile=False):
     import mindspore as ms
     from mg.models.dit.flops import training_flops
+    from mg.profiling import op_type_times
     from mg.schedulers import FlowMatching
     from mg.training.optim import build_adamw
     from mg.training.train_step import FlowMatchingTrainStep
@@ -94,9 +101,11 @@ def measure_train(model, tokens, mode, recompute, steps, warmup):
     times = [_timed(run) for _ in range(steps)]
     median = statistics.median(times)
     flops = training_flops(net.config, 1, tokens, {"ul2": TEXT_TOKENS})
-    return {"first_call_s": first, "step_s": median, "step_min_s": min(times), "step_max_s": max(times),
+    rss = peak_rss_mib()
+    op_times = op_type_times(run)[:PROFILE_TOP] if profile else []
+    return {"op_times": op_times, "first_call_s": first, "step_s": median, "step_min_s": min(times), "step_max_s": max(times),
             "tokens_per_s": tokens / median, "tflop_per_step": flops / 1e12, "gflops": flops / median / 1e9,
-            "attention_share": _attention_share(net.config, tokens), "peak_rss_mib": peak_rss_mib()}
+            "attention_share": _attention_share(net.config, tokens), "peak_rss_mib": rss}
 
 
 def _attention_share(config, tokens):
@@ -157,10 +166,11 @@ def run_worker(task):
 
 def main(models: List[str] = ("toy", "d512x4", "1B-block"), tokens: List[int] = (256, 1024, 2048, 4096, 8192),
          modes: List[str] = ("pynative", "graph"), recompute: bool = True, steps: int = 5, warmup: int = 2,
-         tae_frames: List[int] = (17, 64), output_dir: str = "benchmark"):
+         tae_frames: List[int] = (17, 64), profile: bool = False, output_dir: str = "benchmark"):
     """models: of {toy, d512x4, 1B-block}; tokens: video tokens per sample (batch 1, 64 text tokens);
-    recompute: also measure graph mode with recompute of every block; tae_frames: video lengths for the TAE rows
-    (64x64, tiled and untiled; empty to skip)."""
+    recompute: also measure each mode with recompute of every block; tae_frames: video lengths for the TAE rows
+    (64x64, tiled and untiled; empty to skip); profile: one more graph-mode step (no recompute) per model and
+    length runs under MindSpore's profiler, and the report lists its kernel time by op type."""
     unknown = sorted(set(models) - set(MODELS))
     if unknown:
         raise SystemExit(f"--models: unknown {unknown}; choose from {sorted(MODELS)}")
@@ -168,12 +178,12 @@ def main(models: List[str] = ("toy", "d512x4", "1B-block"), tokens: List[int] = 
     rows = []
     for model in models:
         for n in tokens:
-            variants = [(mode, False) for mode in modes] + ([("graph", True)] if recompute else [])
-            for mode, rc in variants:
+            for mode, rc in [(mode, rc) for mode in modes for rc in ((False, True) if recompute else (False,))]:
                 result = run_worker({"kind": "train", "model": model, "tokens": n, "mode": mode, "recompute": rc,
-                                     "steps": steps, "warmup": warmup})
+                                     "steps": steps, "warmup": warmup,
+                                     "profile": profile and mode == "graph" and not rc})
                 rows.append({"model": model, "tokens": n, "mode": mode, "recompute": rc, **result})
-                print(json.dumps(rows[-1]), flush=True)
+                print(json.dumps({k: v for k, v in rows[-1].items() if k != "op_times"}), flush=True)
     sampling = run_worker({"kind": "sampling"})
     tae_rows = [{"frames": n, "tiled": tiled, **run_worker({"kind": "tae", "frames": n, "size": 64, "tiled": tiled})}
                 for n in tae_frames for tiled in (False, True)]
@@ -181,9 +191,11 @@ def main(models: List[str] = ("toy", "d512x4", "1B-block"), tokens: List[int] = 
 
 
 def write_report(out, gemm, rows, sampling, tae_rows):
+    from mg.profiling import format_op_times
     out.mkdir(parents=True, exist_ok=True)
     peak = gemm.get("gemm_gflops", float("nan"))
-    lines = [f"GEMM (fp32 2048^3, MindSpore, same run): {peak:.1f} GFLOP/s", "",
+    lines = [f"GEMM (fp32 2048^3, MindSpore, same run, best of 10): {peak:.1f} GFLOP/s compiled (the yardstick), "
+             f"{gemm.get('pynative_gemm_gflops', float('nan')):.1f} GFLOP/s PyNative", "",
              "| model | tokens | mode | recompute | first call s | step s (min-max) | tokens/s | TFLOP/step | "
              "GFLOP/s | MFU-vs-GEMM | attention share | peak RSS MiB |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -191,17 +203,23 @@ def write_report(out, gemm, rows, sampling, tae_rows):
         f"{r['first_call_s']:.1f} | {r['step_s']:.3f} ({r['step_min_s']:.3f}-{r['step_max_s']:.3f}) | "
         f"{r['tokens_per_s']:.0f} | {r['tflop_per_step']:.3f} | {r['gflops']:.1f} | {r['gflops'] / peak:.0%} | "
         f"{r['attention_share']:.0%} | {r['peak_rss_mib']:.0f}"))
+    for r in rows:
+        if r.get("op_times"):
+            lines += ["", f"Kernel time by op type, one graph-mode step of {r['model']} at {r['tokens']} tokens "
+                      "(summed over kernels, which overlap on the cores):", "```"]
+            lines += format_op_times(r["op_times"], PROFILE_TOP, indent="") + ["```"]
     lines += ["", "Sampling, toy model (48 tokens), 50 steps, compiled transformer (no TAE decode):", "",
               "| | s/step | s/video |", "|---|---|---|"]
     for label in ("no_cfg", "cfg"):
         if f"{label}_step_s" in sampling:
             lines.append(f"| {label} | {sampling[f'{label}_step_s']:.4f} | {sampling[f'{label}_video_s']:.2f} |")
-    lines += ["", "TAE (toy world's: preset small, base 16), one 64x64 video, PyNative:", "",
-              "| frames | tiled | encode frames/s | decode frames/s | encode s | decode s | peak RSS MiB |",
-              "|---|---|---|---|---|---|---|"]
-    lines += _table_rows(tae_rows, ("frames", "tiled"), lambda r: (
-        f"{r['encode_fps']:.1f} | {r['decode_fps']:.1f} | {r['encode_s']:.2f} | {r['decode_s']:.2f} | "
-        f"{r['peak_rss_mib']:.0f}"))
+    if tae_rows:
+        lines += ["", "TAE (toy world's: preset small, base 16), one 64x64 video, PyNative:", "",
+                  "| frames | tiled | encode frames/s | decode frames/s | encode s | decode s | peak RSS MiB |",
+                  "|---|---|---|---|---|---|---|"]
+        lines += _table_rows(tae_rows, ("frames", "tiled"), lambda r: (
+            f"{r['encode_fps']:.1f} | {r['decode_fps']:.1f} | {r['encode_s']:.2f} | {r['decode_s']:.2f} | "
+            f"{r['peak_rss_mib']:.0f}"))
     text = "\n".join(lines) + "\n"
     (out / "benchmark.md").write_text(text)
     print(text)

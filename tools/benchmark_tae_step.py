@@ -8,23 +8,12 @@ first step (compile + run), the median of the timed steps after it, frames per s
 With --profile true, one more step runs under MindSpore's profiler and the kernel time per op type is printed
 (kernels of a jitted graph can overlap on the two cores, so the shares are of summed kernel time, not of the step).
 """
-import csv
 import multiprocessing as mp
 import resource
-import tempfile
 import time
-from pathlib import Path
 from typing import List, Tuple
 
 from jsonargparse import CLI
-
-
-def _op_type_times(profile_dir):
-    """[(op type, calls, total ms)] from the profiler's CPU op-type table, largest first."""
-    table = next(Path(profile_dir).rglob("cpu_op_type_info_*.csv"))
-    with open(table, newline="") as f:
-        rows = [(r["op_type"], int(r["type_occurrences"]), float(r["total_compute_time"])) for r in csv.DictReader(f)]
-    return sorted(rows, key=lambda r: -r[2])
 
 
 def _case(batch, frames, size, base_channels, steps, profile, queue):
@@ -35,6 +24,7 @@ def _case(batch, frames, size, base_channels, steps, profile, queue):
     from mg.models.tae import TemporalAutoencoder, tae_config
     from mg.models.tae.losses import TAELoss, TAELossConfig
     from mg.models.tae.trainer import TAETrainStep
+    from mg.profiling import op_type_times
     from mg.training.optim import build_adamw
 
     ms.set_context(mode=ms.PYNATIVE_MODE)
@@ -51,13 +41,7 @@ def _case(batch, frames, size, base_channels, steps, profile, queue):
         step(x, i)
         times.append(time.perf_counter() - start)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    op_times = []
-    if profile:
-        with tempfile.TemporaryDirectory() as profile_dir:
-            profiler = ms.Profiler(output_path=profile_dir)
-            step(x, steps + 1)
-            profiler.analyse()
-            op_times = _op_type_times(profile_dir)
+    op_times = op_type_times(lambda: step(x, steps + 1)) if profile else []
     queue.put((times[0], float(np.median(times[1:])), peak, op_times))
 
 
@@ -66,6 +50,7 @@ def main(batches: List[Tuple[int, int]] = [(2, 16), (8, 1), (32, 1)], size: int 
     """Print, per (batch size, frames), the first step's seconds, the median s/step of `steps` more, frames/s and
     the peak RSS in MiB of a jitted TAE training step (preset small with `base_channels`, size x size frames);
     with `profile`, the `top` op types by kernel time of one more step."""
+    from mg.profiling import format_op_times
     ctx = mp.get_context("spawn")
     print(f"TAE preset small, base {base_channels}, {size}x{size}; jitted train step (L2 + KL, AdamW)")
     print(f"{'batch':>5} {'frames':>6} {'first s':>8} {'s/step':>7} {'frames/s':>9} {'peak RSS MiB':>13}")
@@ -76,9 +61,8 @@ def main(batches: List[Tuple[int, int]] = [(2, 16), (8, 1), (32, 1)], size: int 
         first, median, peak, op_times = queue.get()
         proc.join()
         print(f"{batch:>5} {frames:>6} {first:>8.1f} {median:>7.2f} {batch * frames / median:>9.1f} {peak:>13.0f}")
-        total = sum(millis for _, _, millis in op_times)
-        for op_type, calls, millis in op_times[:top]:
-            print(f"      {op_type:<16} {calls:>5} calls {millis:>8.1f} ms {100 * millis / total:>5.1f}% of kernel time")
+        for line in format_op_times(op_times, top):
+            print(line)
 
 
 if __name__ == "__main__":

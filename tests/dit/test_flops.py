@@ -12,18 +12,23 @@ from dit.helpers import random_model, text_inputs
 
 def test_formula_matches_the_executed_matmul_shapes(monkeypatch):
     counted = []
-    real_linear, real_matmul = mint.nn.functional.linear, mint.matmul
+    real_linear, real_bmm, real_bmm_nt = mint.nn.functional.linear, kernels._BMM, kernels._BMM_NT
 
     def linear(x, weight, bias=None):
         counted.append(2 * int(np.prod(x.shape[:-1])) * weight.shape[0] * weight.shape[1])
         return real_linear(x, weight, bias)
 
-    def matmul(a, b):
+    def bmm(a, b):  # a @ b
         counted.append(2 * int(np.prod(a.shape)) * b.shape[-1])
-        return real_matmul(a, b)
+        return real_bmm(a, b)
+
+    def bmm_nt(a, b):  # a @ b^T
+        counted.append(2 * int(np.prod(a.shape)) * b.shape[-2])
+        return real_bmm_nt(a, b)
 
     monkeypatch.setattr(layers.mint.nn.functional, "linear", linear)
-    monkeypatch.setattr(kernels.mint, "matmul", matmul)
+    monkeypatch.setattr(kernels, "_BMM", bmm)
+    monkeypatch.setattr(kernels, "_BMM_NT", bmm_nt)
 
     model = random_model()
     rng = np.random.default_rng(0)

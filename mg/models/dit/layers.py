@@ -8,7 +8,7 @@ import mindspore as ms
 from mindspore import Parameter, mint, nn
 from mindspore.common.initializer import Zero, initializer
 
-from mg.models.dit.kernels import attention, rms_norm, use_fused_kernels
+from mg.models.dit.kernels import RMSNormKernel, attention, use_fused_kernels
 
 
 def zero_init_(layer):
@@ -30,12 +30,11 @@ class Linear(mint.nn.Linear):
 class RMSNorm(nn.Cell):
     def __init__(self, dim, eps=1e-6):
         super().__init__()
-        self.eps = eps
         self.weight = Parameter(initializer("ones", (dim,), ms.float32), name="weight")
-        self.fused = use_fused_kernels()
+        self.kernel = RMSNormKernel(eps, use_fused_kernels())
 
     def construct(self, x):
-        return rms_norm(x, self.weight, self.eps, self.fused)
+        return self.kernel(x, self.weight)
 
 
 def split_heads(x, num_heads):

@@ -14,13 +14,10 @@ from mindspore.common.initializer import Zero, initializer
 from mg.models.dit.config import DiTConfig
 from mg.models.dit.embeddings import (FactorizedPositionEmbedding, PatchEmbed3D, TextProjector, TimestepEmbedder,
                                       unpatchify)
+from mg.models.dit.kernels import gated_add, modulate
 from mg.models.dit.layers import CrossAttention, Linear, RMSNorm, SelfAttention, SwiGLU, zero_init_
 
 COMPUTE_DTYPES = {"fp32": ms.float32, "bf16": ms.bfloat16}
-
-
-def modulate(x, shift, scale):
-    return x * (1 + scale) + shift
 
 
 class TransformerBlock(nn.Cell):
@@ -40,9 +37,9 @@ class TransformerBlock(nn.Cell):
         x = x + pos
         mod = modulation + self.modulation_table.astype(modulation.dtype)
         shift_attn, scale_attn, gate_attn, shift_ffn, scale_ffn, gate_ffn = mint.chunk(mod, 6, dim=1)
-        x = x + gate_attn * self.attn(modulate(self.attn_norm(x), shift_attn, scale_attn))
+        x = gated_add(x, gate_attn, self.attn(modulate(self.attn_norm(x), shift_attn, scale_attn)))
         x = x + self.cross_attn(self.cross_norm(x), context, context_mask)
-        return x + gate_ffn * self.ffn(modulate(self.ffn_norm(x), shift_ffn, scale_ffn))
+        return gated_add(x, gate_ffn, self.ffn(modulate(self.ffn_norm(x), shift_ffn, scale_ffn)))
 
 
 class FinalLayer(nn.Cell):
