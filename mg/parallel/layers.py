@@ -16,7 +16,7 @@ import math
 import numpy as np
 from mindspore import Parameter, Tensor, mint, nn
 
-from mg.models.dit.kernels import attention
+from mg.models.dit.kernels import attention, dense
 from mg.models.dit.layers import merge_heads, split_heads
 from mg.parallel.collectives import (CopyAcross, GatherReplicated, GatherSharded, ScatterSum, SplitReplicated,
                                      SumAcross)
@@ -106,6 +106,7 @@ class ParallelLinear(nn.Cell):
         if linear.bias is not None:
             bias = shard_tp(linear.bias.asnumpy(), self.mode if self.mode == "column" else None, parts, index, tp)
             self.bias = Parameter(Tensor(bias), name="bias")
+        self.fused = linear.fused
         self.enter, self.leave = None, None
         if self.mode == "column":
             self.enter = GatherSharded(tp_comm, 1) if sp else CopyAcross(tp_comm)
@@ -116,7 +117,7 @@ class ParallelLinear(nn.Cell):
         weight = self.zero_gather(self.weight) if self.zero else self.weight
         if self.enter is not None:
             x = self.enter(x)
-        y = mint.matmul(x, mint.transpose(weight.astype(x.dtype), 0, 1))
+        y = dense(x, weight.astype(x.dtype), None, self.fused)
         if self.leave is not None:
             y = self.leave(y)
         if self.bias is not None:

@@ -3,7 +3,7 @@ from mindspore import mint
 import numpy as np
 import pytest
 
-from mg.models.dit.kernels import RMSNormKernel, attention, gated_add, modulate, use_fused_kernels
+from mg.models.dit.kernels import RMSNormKernel, attention, dense, gated_add, modulate, use_fused_kernels
 
 
 @pytest.mark.parametrize("device, fused", [("Ascend", True), ("CPU", False), ("GPU", False)])
@@ -102,6 +102,14 @@ def plain_rms_norm(x, w):
     return RMSNormKernel(1e-6, fused=False)(x, w)
 
 
+def plain_dense(x, w, b):
+    return dense(x, w, b, fused=False)
+
+
+def autodiff_dense(x, w, b):
+    return mint.matmul(x, w.T) + b
+
+
 def autodiff_modulate(x, shift, scale):
     return x * (1 + scale) + shift
 
@@ -122,14 +130,16 @@ def gradients(fn, inputs, cotangent, jit):
 @pytest.mark.parametrize("jit", [False, True])
 @pytest.mark.parametrize("ours, reference, shapes", [
     (plain_rms_norm, autodiff_rms_norm, [(2, 5, 16), (16,)]),
+    (plain_dense, autodiff_dense, [(2, 5, 16), (8, 16), (8,)]),
     (modulate, autodiff_modulate, [(2, 5, 16), (2, 1, 16), (2, 1, 16)]),
     (gated_add, autodiff_gated_add, [(2, 5, 16), (2, 1, 16), (2, 5, 16)]),
 ])
 def test_hand_written_backwards_match_autodiff(ours, reference, shapes, jit):
     rng = np.random.default_rng(2)
     inputs = [ms.Tensor(rng.standard_normal(s).astype(np.float32) * 2) for s in shapes]
-    cotangent = ms.Tensor(rng.standard_normal(shapes[0]).astype(np.float32))
-    np.testing.assert_allclose(ours(*inputs).asnumpy(), reference(*inputs).asnumpy(), rtol=1e-5, atol=1e-5)
+    out = ours(*inputs).asnumpy()
+    np.testing.assert_allclose(out, reference(*inputs).asnumpy(), rtol=1e-5, atol=1e-5)
+    cotangent = ms.Tensor(rng.standard_normal(out.shape).astype(np.float32))
     for i, (got, want) in enumerate(zip(gradients(ours, inputs, cotangent, jit),
                                         gradients(reference, inputs, cotangent, jit))):
         assert got.shape == want.shape and np.abs(want).max() > 1e-3

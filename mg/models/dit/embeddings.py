@@ -6,6 +6,7 @@ import numpy as np
 from mindspore import Parameter, mint, nn
 from mindspore.common.initializer import HeUniform, Normal, Uniform, initializer
 
+from mg.models.dit.kernels import dense, use_fused_kernels
 from mg.models.dit.layers import Linear
 
 # Per-element std of each positional table at initialisation: the three tables together then weigh about as much as
@@ -37,14 +38,14 @@ class PatchEmbed3D(nn.Cell):
         super().__init__()
         self.patch_size = tuple(patch_size)
         self.proj = PatchProjection(in_channels, dim, self.patch_size)
+        self.fused = use_fused_kernels()
 
     def construct(self, x):
         b, c, t, h, w = x.shape
         pt, ph, pw = self.patch_size
         x = x.reshape(b, c, t // pt, pt, h // ph, ph, w // pw, pw).permute(0, 2, 4, 6, 1, 3, 5, 7)
         weight = self.proj.weight.reshape(self.proj.weight.shape[0], -1)
-        return mint.nn.functional.linear(x.reshape(b, -1, weight.shape[1]).astype(weight.dtype), weight,
-                                         self.proj.bias)
+        return dense(x.reshape(b, -1, weight.shape[1]).astype(weight.dtype), weight, self.proj.bias, self.fused)
 
 
 def unpatchify(tokens, grid, patch_size, channels):

@@ -6,17 +6,20 @@ paths keep softmax and normalisation statistics in fp32 when activations are bf1
 
 The plain attention has a hand-written backward (FlashAttention's, without the tiling): the probabilities are
 recomputed from q and k, the softmax gradient uses delta = rowsum(dO * O) (a reduction over head_dim instead of over
-the keys) and every product runs as a batched matmul with transposed operands, so no (N, N) transpose or (N, N)
-row-sum is materialised. On CPU this takes ~11% off a d=512, 1024-token training step (tools/benchmark.py).
+the keys), folded into the dP matmul, and every product runs as a batched matmul with transposed operands, so no
+(N, N) transpose, row-sum or subtraction is materialised. On CPU this takes ~11% off a d=512, 1024-token training step (tools/benchmark.py).
 """
 import mindspore as ms
 from mindspore import mint, nn, ops
 
 FUSED_DEVICES = ("Ascend",)
 
+_MM = ops.MatMul()
+_MM_NT = ops.MatMul(transpose_b=True)  # a @ b^T
+_MM_TN = ops.MatMul(transpose_a=True)  # a^T @ b
 _BMM = ops.BatchMatMul()
-_BMM_NT = ops.BatchMatMul(transpose_b=True)  # a @ b^T
-_BMM_TN = ops.BatchMatMul(transpose_a=True)  # a^T @ b
+_BMM_NT = ops.BatchMatMul(transpose_b=True)
+_BMM_TN = ops.BatchMatMul(transpose_a=True)
 
 
 def use_fused_kernels(device_target=None):
@@ -24,6 +27,28 @@ def use_fused_kernels(device_target=None):
     if device_target is None:
         device_target = ms.get_context("device_target")
     return device_target in FUSED_DEVICES
+
+
+class _RowsLinear(nn.Cell):
+    """x (M, I) @ w (O, I)^T; dx = dy @ w and dw = dy^T @ x as transposed-operand matmuls (autodiff of a dense
+    layer materialises the transposes: ~18% of a 1B-block step's kernel time at 256 tokens)."""
+
+    def construct(self, x, w):
+        return _MM_NT(x, w)
+
+    def bprop(self, x, w, out, dout):
+        return _MM(dout, w), _MM_TN(dout, x)
+
+
+_PLAIN_LINEAR = _RowsLinear()
+
+
+def dense(x, weight, bias, fused):
+    """x (..., I) @ weight (O, I)^T + bias (O,) or no bias, in the dtypes given."""
+    if fused:
+        return mint.nn.functional.linear(x, weight, bias)
+    out = _PLAIN_LINEAR(x.reshape(-1, x.shape[-1]), weight).reshape(*x.shape[:-1], weight.shape[0])
+    return out if bias is None else out + bias
 
 
 def _row_sums(x):
@@ -118,7 +143,10 @@ def _attention_grads(q, k, v, bias, out, dout):
     probs = _probabilities(q, k, bias)
     dv = _BMM_TN(probs.astype(v.dtype), dout)
     delta = (dout.astype(ms.float32) * out.astype(ms.float32)).sum(axis=-1, keepdims=True)  # = rowsum(dP * P)
-    dscores = (probs * (_BMM_NT(dout, v).astype(ms.float32) - delta)).astype(q.dtype)
+    # dP - delta as one matmul, [dO, -delta] @ [V, 1]^T, instead of a separate (N, L) subtraction
+    dout_ext = mint.cat([dout, (-delta).astype(dout.dtype)], dim=-1)
+    v_ext = mint.cat([v, mint.ones((*v.shape[:-1], 1), dtype=v.dtype)], dim=-1)
+    dscores = (probs * _BMM_NT(dout_ext, v_ext).astype(ms.float32)).astype(q.dtype)
     return _BMM(dscores, k), _BMM_TN(dscores, q), dv
 
 

@@ -8,7 +8,7 @@ import mindspore as ms
 from mindspore import Parameter, mint, nn
 from mindspore.common.initializer import Zero, initializer
 
-from mg.models.dit.kernels import RMSNormKernel, attention, use_fused_kernels
+from mg.models.dit.kernels import RMSNormKernel, attention, dense, use_fused_kernels
 
 
 def zero_init_(layer):
@@ -19,12 +19,16 @@ def zero_init_(layer):
 
 
 class Linear(mint.nn.Linear):
-    """`mint.nn.Linear` computing in the input's dtype."""
+    """`mint.nn.Linear` computing in the input's dtype (through kernels.dense)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fused = use_fused_kernels()
 
     def construct(self, x):
         weight = self.weight.astype(x.dtype)
         bias = None if self.bias is None else self.bias.astype(x.dtype)
-        return mint.nn.functional.linear(x, weight, bias)
+        return dense(x, weight, bias, self.fused)
 
 
 class RMSNorm(nn.Cell):
