@@ -1,13 +1,18 @@
 """The one place where the transformer chooses between fused device kernels and plain MindSpore math.
 
-On Ascend, flash attention (`ops.flash_attention_score`) and the fused RMSNorm (`ops.rms_norm`) are used. Elsewhere
-(CPU, where those kernels do not exist) the same arithmetic is written with MindSpore matmul/softmax/rsqrt. Both
-paths keep softmax and normalisation statistics in fp32 when activations are bf16.
+On Ascend, flash attention (`ops.flash_attention_score`), the fused RMSNorm (`ops.rms_norm`) and `mint`'s linear
+are used. Elsewhere (CPU, where those kernels do not exist) the same arithmetic is written with MindSpore
+matmul/softmax/rsqrt. Both paths keep softmax and normalisation statistics in fp32 when activations are bf16.
 
-The plain attention has a hand-written backward (FlashAttention's, without the tiling): the probabilities are
-recomputed from q and k, the softmax gradient uses delta = rowsum(dO * O) (a reduction over head_dim instead of over
-the keys), folded into the dP matmul, and every product runs as a batched matmul with transposed operands, so no
-(N, N) transpose, row-sum or subtraction is materialised. On CPU this takes ~11% off a d=512, 1024-token training step (tools/benchmark.py).
+The plain path has hand-written backwards, because autodiff's on CPU spends much of a step on memory-bound kernels
+(docs/performance.md has the profiles and the before/after figures):
+- attention (FlashAttention's backward without the tiling): the probabilities are recomputed from q and k; the
+  softmax gradient uses delta = rowsum(dO * O), a reduction over head_dim instead of over the keys, folded into the
+  dP matmul; every product is a batched matmul with transposed operands. No (N, L) transpose, row-sum or
+  subtraction is materialised and the probabilities are not kept for the backward;
+- dense layers: the weight gradient dy^T x as a transposed-operand matmul instead of Transpose + MatMul;
+- RMSNorm, adaLN modulation and gated residuals: closed forms, with sums over tokens as ones-row matmuls (CPU
+  ReduceSum over a middle or leading axis is slow).
 """
 import mindspore as ms
 from mindspore import mint, nn, ops
