@@ -57,7 +57,7 @@ def dense(x, weight, bias, fused):
 
 
 def _row_sums(x):
-    """(B, N, D) -> (B, 1, D) sums over the tokens as a ones-row batched matmul (CPU ReduceSum over axis 1 is slow)."""
+    """(B, N, D) -> (B, 1, D) sums over axis 1 as a ones-row batched matmul (CPU ReduceSum over axis 1 is slow)."""
     return _BMM(mint.ones((x.shape[0], 1, x.shape[1]), dtype=x.dtype), x)
 
 
@@ -81,8 +81,7 @@ class _PlainRMSNorm(nn.Cell):
         g = dout.astype(ms.float32)
         g_w = g * weight.astype(ms.float32)
         dx = inv_rms * (g_w - normed * mint.mean(g_w * normed, dim=-1, keepdim=True))
-        rows = (g * normed).reshape(-1, weight.shape[0])
-        dw = mint.matmul(mint.ones((1, rows.shape[0]), dtype=rows.dtype), rows).reshape(weight.shape)
+        dw = _row_sums((g * normed).reshape(1, -1, weight.shape[0])).reshape(weight.shape)
         return dx.astype(x.dtype), dw.astype(weight.dtype)
 
 
