@@ -11,6 +11,7 @@ With --profile true, one more step runs under MindSpore's profiler and the kerne
 import multiprocessing as mp
 import resource
 import time
+from queue import Empty
 from typing import List, Tuple
 
 from jsonargparse import CLI
@@ -45,6 +46,16 @@ def _case(batch, frames, size, base_channels, steps, profile, queue):
     queue.put((times[0], float(np.median(times[1:])), peak, op_times))
 
 
+def _result(proc, queue, batch, frames):
+    """The case's result, or an error naming the case if its process died without one (its traceback is above)."""
+    while True:
+        try:
+            return queue.get(timeout=5)
+        except Empty:
+            if not proc.is_alive():
+                raise SystemExit(f"the case batch={batch}, frames={frames} failed (exit code {proc.exitcode})")
+
+
 def main(batches: List[Tuple[int, int]] = [(2, 16), (8, 1), (32, 1)], size: int = 64, base_channels: int = 16,
          steps: int = 3, profile: bool = False, top: int = 10):
     """Print, per (batch size, frames), the first step's seconds, the median s/step of `steps` more, frames/s and
@@ -58,7 +69,7 @@ def main(batches: List[Tuple[int, int]] = [(2, 16), (8, 1), (32, 1)], size: int 
         queue = ctx.Queue()
         proc = ctx.Process(target=_case, args=(batch, frames, size, base_channels, steps, profile, queue))
         proc.start()
-        first, median, peak, op_times = queue.get()
+        first, median, peak, op_times = _result(proc, queue, batch, frames)
         proc.join()
         print(f"{batch:>5} {frames:>6} {first:>8.1f} {median:>7.2f} {batch * frames / median:>9.1f} {peak:>13.0f}")
         for line in format_op_times(op_times, top):

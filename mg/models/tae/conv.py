@@ -111,7 +111,8 @@ class _GatherMatmul(nn.Cell):
         o = w.shape[1]
         k = w.shape[0] // c
         m = readers.shape[0] // (p * k)
-        cols = ops.gather(_with_zero_row(x), rows, 1).reshape(-1, k * c)
+        # gathered after dout exists: under ms.jit the columns were otherwise gathered early and every conv's kept
+        cols = ops.gather(_with_zero_row(ops.depend(x, dout)), rows, 1).reshape(-1, k * c)
         dw = _MATMUL_TA(cols, dout.reshape(-1, o))
         # dx[p] = sum over (tap, reader) of dy[reader] @ w_tap^T
         w_back = ops.transpose(w.reshape(k, 1, c, o), (0, 1, 3, 2))
