@@ -3,6 +3,7 @@ from mindspore import mint
 import numpy as np
 import pytest
 
+from mg.models.dit import kernels
 from mg.models.dit.kernels import RMSNormKernel, attention, dense, gated_add, modulate, use_fused_kernels
 
 
@@ -78,7 +79,10 @@ def plain_attention(q, k, v, mask):
 
 @pytest.mark.parametrize("jit", [False, True])
 @pytest.mark.parametrize("masked", [False, True])
-def test_attention_backward_matches_autodiff(jit, masked):
+@pytest.mark.parametrize("chunked", [False, True])
+def test_attention_backward_matches_autodiff(jit, masked, chunked, monkeypatch):
+    if chunked:  # 2 queries per chunk: the 6 queries run as 3 chunks, forward and backward
+        monkeypatch.setattr(kernels, "CHUNK_SCORES", 2 * 3 * 5 * 2)
     rng = np.random.default_rng(1)
     q, k, v = (ms.Tensor(rng.standard_normal((2, 3, n, 8)).astype(np.float32)) for n in (6, 5, 5))
     cotangent = ms.Tensor(rng.standard_normal((2, 3, 6, 8)).astype(np.float32))
@@ -86,6 +90,8 @@ def test_attention_backward_matches_autodiff(jit, masked):
     mask = ms.Tensor(np.array([[1, 1, 1, 0, 0], [0, 0, 0, 0, 0]], np.float32)) if masked else None
     ours = attention_gradients(plain_attention, q, k, v, mask, cotangent, jit)
     reference = attention_gradients(autodiff_attention, q, k, v, mask, cotangent, jit)
+    np.testing.assert_allclose(plain_attention(q, k, v, mask).asnumpy(), autodiff_attention(q, k, v, mask).asnumpy(),
+                               rtol=1e-5, atol=1e-6)
     for name, got, want in zip("qkv", ours, reference):
         assert np.abs(want).max() > 1e-3, name  # the check is not vacuous
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5, err_msg=f"d{name}")

@@ -6,7 +6,7 @@ matmul/softmax/rsqrt. Both paths keep softmax and normalisation statistics in fp
 
 The plain path has hand-written backwards, because autodiff's on CPU spends much of a step on memory-bound kernels
 (docs/performance.md has the profiles and the before/after figures):
-- attention (FlashAttention's backward without the tiling): the probabilities are recomputed from q and k; the
+- attention (FlashAttention's backward, tiled over queries only): the probabilities are recomputed from q and k; the
   softmax gradient uses delta = rowsum(dO * O), a reduction over head_dim instead of over the keys, folded into the
   dP matmul; every product is a batched matmul with transposed operands. No (N, L) transpose, row-sum or
   subtraction is materialised and the probabilities are not kept for the backward;
@@ -61,6 +61,12 @@ def _row_sums(x):
     return _BMM(mint.ones((x.shape[0], 1, x.shape[1]), dtype=x.dtype), x)
 
 
+def _rows_broadcast(column, shape):
+    """A (..., 1) column broadcast to `shape` explicitly. Under ms.jit on CPU, a multiply that broadcasts a size-1
+    last axis implicitly kept memory for every such op in the graph (16 layers of x * column: 284 vs 34 MiB)."""
+    return mint.broadcast_to(column, shape)
+
+
 class _PlainRMSNorm(nn.Cell):
     """x * rsqrt(mean(x^2) + eps) * w in fp32, with the closed-form backward and dw as a ones-row matmul."""
 
@@ -70,7 +76,7 @@ class _PlainRMSNorm(nn.Cell):
 
     def _normed(self, x):
         x32 = x.astype(ms.float32)
-        inv_rms = mint.rsqrt(mint.mean(x32 * x32, dim=-1, keepdim=True) + self.eps)
+        inv_rms = _rows_broadcast(mint.rsqrt(mint.mean(x32 * x32, dim=-1, keepdim=True) + self.eps), x.shape)
         return x32 * inv_rms, inv_rms
 
     def construct(self, x, weight):
@@ -80,7 +86,7 @@ class _PlainRMSNorm(nn.Cell):
         normed, inv_rms = self._normed(x)
         g = dout.astype(ms.float32)
         g_w = g * weight.astype(ms.float32)
-        dx = inv_rms * (g_w - normed * mint.mean(g_w * normed, dim=-1, keepdim=True))
+        dx = inv_rms * (g_w - normed * _rows_broadcast(mint.mean(g_w * normed, dim=-1, keepdim=True), x.shape))
         dw = _row_sums((g * normed).reshape(1, -1, weight.shape[0])).reshape(weight.shape)
         return dx.astype(x.dtype), dw.astype(weight.dtype)
 
@@ -134,6 +140,22 @@ def gated_add(x, gate, y):
     return _GATED_ADD(x, gate, y)
 
 
+# Score elements (B * heads * queries * keys) computed at a time: longer sequences run in query chunks, so the
+# (N, L) matrices of one chunk (128 MiB each in fp32) exist at once, not those of the whole sequence
+CHUNK_SCORES = 2 ** 25
+
+
+def _query_chunks(q, k):
+    """(start, stop) of the query chunks; the softmax of each is complete (every chunk sees all keys)."""
+    b, h, n, _ = q.shape
+    rows = CHUNK_SCORES // (b * h * k.shape[2])
+    rows = rows if rows > 0 else 1  # no min/max/generators: this runs inside compiled graphs too
+    chunks = []
+    for start in range(0, n, rows):
+        chunks.append((start, start + rows if start + rows < n else n))
+    return chunks
+
+
 def _probabilities(q, k, bias):
     """softmax(q k^T + bias) in fp32; q is already scaled."""
     scores = _BMM_NT(q, k).astype(ms.float32)
@@ -142,26 +164,59 @@ def _probabilities(q, k, bias):
     return mint.softmax(scores, dim=-1)
 
 
+def _chunk_out(q, k, v, bias):
+    return _BMM(_probabilities(q, k, bias).astype(v.dtype), v)
+
+
+def _attention_out(q, k, v, bias):
+    """softmax(q k^T + bias) v, chunk by chunk; each chunk waits for the previous one's output (ops.depend), so a
+    compiled graph does not run them side by side with all their score matrices alive."""
+    chunks = _query_chunks(q, k)
+    if len(chunks) == 1:
+        return _chunk_out(q, k, v, bias)
+    outs = [_chunk_out(q[:, :, :chunks[0][1]], k, v, bias)]
+    for start, stop in chunks[1:]:
+        outs.append(_chunk_out(ops.depend(q[:, :, start:stop], outs[-1]), k, v, bias))
+    return mint.cat(outs, dim=2)
+
+
+def _chunk_grads(q, k, v_ext, bias, dout, dout_ext):
+    """dq, dk, dv of one query chunk: q, dout, dout_ext are the chunk's rows."""
+    probs = _probabilities(q, k, bias)
+    dv = _BMM_TN(probs.astype(v_ext.dtype), dout)
+    dscores = (probs * _BMM_NT(dout_ext, v_ext).astype(ms.float32)).astype(q.dtype)
+    return _BMM(dscores, k), _BMM_TN(dscores, q), dv
+
+
 def _attention_grads(q, k, v, bias, out, dout):
     """dq, dk, dv of out = softmax(q k^T + bias) v."""
-    # Through dout: otherwise nothing orders the recomputation after the forward, and under ms.jit every block's
-    # probabilities were computed early (or merged with the forward's) and all kept (toy, 4096 tokens: 5.7 -> 3.9 GB)
-    q = ops.depend(q, dout)
-    probs = _probabilities(q, k, bias)
-    dv = _BMM_TN(probs.astype(v.dtype), dout)
     delta = (dout.astype(ms.float32) * out.astype(ms.float32)).sum(axis=-1, keepdims=True)  # = rowsum(dP * P)
     # dP - delta as one matmul, [dO, -delta] @ [V, 1]^T, instead of a separate (N, L) subtraction
     dout_ext = mint.cat([dout, (-delta).astype(dout.dtype)], dim=-1)
     v_ext = mint.cat([v, mint.ones((*v.shape[:-1], 1), dtype=v.dtype)], dim=-1)
-    dscores = (probs * _BMM_NT(dout_ext, v_ext).astype(ms.float32)).astype(q.dtype)
-    return _BMM(dscores, k), _BMM_TN(dscores, q), dv
+    # Through dout (and then each chunk through the previous one's dk): otherwise nothing orders the recomputation
+    # after the forward, and under ms.jit every block's probabilities were computed early, or merged with the
+    # forward's, and all kept (toy model, 4096 tokens: 5.7 -> 3.9 GB peak)
+    chunks = _query_chunks(q, k)
+    if len(chunks) == 1:
+        return _chunk_grads(ops.depend(q, dout), k, v_ext, bias, dout, dout_ext)
+    stop = chunks[0][1]
+    dq, dk, dv = _chunk_grads(ops.depend(q[:, :, :stop], dout), k, v_ext, bias, dout[:, :, :stop],
+                              dout_ext[:, :, :stop])
+    dqs = [dq]
+    for start, stop in chunks[1:]:
+        dq, dk_part, dv_part = _chunk_grads(ops.depend(q[:, :, start:stop], dk), k, v_ext, bias,
+                                            dout[:, :, start:stop], dout_ext[:, :, start:stop])
+        dqs.append(dq)
+        dk, dv = dk + dk_part, dv + dv_part
+    return mint.cat(dqs, dim=2), dk, dv
 
 
 class _Attention(nn.Cell):
     """softmax(q k^T) v on (B, H, N, Dh), q pre-scaled, with the hand-written backward."""
 
     def construct(self, q, k, v):
-        return _BMM(_probabilities(q, k, None).astype(v.dtype), v)
+        return _attention_out(q, k, v, None)
 
     def bprop(self, q, k, v, out, dout):
         return _attention_grads(q, k, v, None, out, dout)
@@ -171,7 +226,7 @@ class _BiasedAttention(nn.Cell):
     """softmax(q k^T + bias) v with a constant additive bias (B, 1, 1, L) (key padding), hand-written backward."""
 
     def construct(self, q, k, v, bias):
-        return _BMM(_probabilities(q, k, bias).astype(v.dtype), v)
+        return _attention_out(q, k, v, bias)
 
     def bprop(self, q, k, v, bias, out, dout):
         return (*_attention_grads(q, k, v, bias, out, dout), ops.zeros_like(bias))
