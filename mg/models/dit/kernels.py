@@ -174,7 +174,7 @@ def _attention_out(q, k, v, bias):
     """softmax(q k^T + bias) v, chunk by chunk; each chunk waits for the previous one's output (ops.depend), so a
     compiled graph does not run them side by side with all their score matrices alive."""
     chunks = _query_chunks(q, k)
-    if len(chunks) == 1:
+    if len(chunks) == 1:  # no slicing: one loop for both cases made a d512x4 1024-token step ~20% slower
         return _chunk_out(q, k, v, bias)
     outs = [_chunk_out(q[:, :, :chunks[0][1]], k, v, bias)]
     for start, stop in chunks[1:]:
