@@ -114,14 +114,18 @@ class ParallelLinear(nn.Cell):
             self.leave = ScatterSum(tp_comm, 1) if sp else SumAcross(tp_comm)
 
     def construct(self, x):
-        weight = self.zero_gather(self.weight) if self.zero else self.weight
+        return self.apply(x, self.weight, self.bias)
+
+    def apply(self, x, weight, bias=None):
+        """`weight` is this rank's piece (its flat ZeRO-3 slice when sliced), like the `weight` Parameter."""
+        weight = self.zero_gather(weight) if self.zero else weight
         if self.enter is not None:
             x = self.enter(x)
         y = dense(x, weight.astype(x.dtype), None, self.fused)
         if self.leave is not None:
             y = self.leave(y)
-        if self.bias is not None:
-            y = y + self.bias.astype(x.dtype)
+        if bias is not None:
+            y = y + bias.astype(x.dtype)
         return y
 
 
@@ -140,10 +144,13 @@ class ContextParallelSelfAttention(nn.Cell):
         self.gather_v = GatherSharded(cp_comm, 2)
 
     def construct(self, x):
-        q, k, v = mint.chunk(self.qkv(x), 3, dim=-1)
+        return self.apply(x, self.qkv.weight, self.proj.weight)
+
+    def apply(self, x, qkv_weight, proj_weight):
+        q, k, v = mint.chunk(self.qkv.apply(x, qkv_weight), 3, dim=-1)
         q, k, v = split_heads(q, self.num_heads), split_heads(k, self.num_heads), split_heads(v, self.num_heads)
         k, v = self.gather_k(k), self.gather_v(v)
-        return self.proj(merge_heads(attention(q, k, v, None, self.fused)))
+        return self.proj.apply(merge_heads(attention(q, k, v, None, self.fused)), proj_weight)
 
 
 class SequenceShardedBlock(nn.Cell):

@@ -4,6 +4,7 @@ import pytest
 from mindspore import nn, ops
 
 from mg.models.dit import MovieGenDiT, dit_config, expand_position_tables, parameter_count
+from mg.models.dit.checkpoint import enable_recompute
 from mg.models.dit.embeddings import POSITION_INIT_STD, PatchEmbed3D
 from mg.schedulers import FlowMatching
 from mg.training.train_step import FlowMatchingTrainStep
@@ -162,7 +163,8 @@ def test_stage1_checkpoint_loads_into_stage2_model_after_expansion():
         expand_position_tables(expanded, max_t=4, max_h=3, max_w=6)
 
 
-def test_recompute_gives_the_same_loss_and_gradients():
+@pytest.mark.parametrize("jit", [False, True])
+def test_recompute_gives_the_same_loss_and_gradients(jit):
     rng = np.random.default_rng(0)
     x1 = ms.Tensor(rng.standard_normal((1, 4, 2, 4, 4)).astype(np.float32))
     x0 = ms.Tensor(rng.standard_normal((1, 4, 2, 4, 4)).astype(np.float32))
@@ -172,9 +174,26 @@ def test_recompute_gives_the_same_loss_and_gradients():
     for every in (0, 1):
         model = random_model(seed=3, recompute_every=every)
         flow = FlowMatching()
-        loss, grads = ms.value_and_grad(lambda *a: flow.loss(model, *a), None, model.trainable_params())(
-            x1, x0, t, embs, masks)
+
+        def loss_fn(*args):
+            return flow.loss(model, *args)
+        grad = ms.value_and_grad(loss_fn, None, model.trainable_params())
+        loss, grads = (ms.jit(grad) if jit else grad)(x1, x0, t, embs, masks)
         results.append((float(loss.asnumpy()), [g.asnumpy() for g in grads]))
     assert results[0][0] == pytest.approx(results[1][0], rel=1e-6)
     for a, b in zip(results[0][1], results[1][1]):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    assert all(np.abs(g).max() > 0 for g in results[0][1][:3])
+
+
+def test_recompute_is_mindspores_pass_on_ascend_and_the_block_checkpoint_elsewhere():
+    model = random_model(seed=3, recompute_every=1)
+    assert all(block.checkpoint is not None for block in model.blocks)
+    names = [p.name for p in random_model(seed=3).trainable_params()]
+    assert [p.name for p in model.trainable_params()] == names  # the checkpoint adds no parameters or prefixes
+    plain = random_model(seed=3)
+    enable_recompute(plain.blocks, 2, "Ascend")
+    assert [block._recompute_cell is not None for block in plain.blocks] == [True, False]
+    assert all(block.checkpoint is None for block in plain.blocks)
+    with pytest.raises(ValueError, match="recompute_every = 2: on CPU"):
+        random_model(seed=3, recompute_every=2)

@@ -5,6 +5,7 @@ import pytest
 
 from mg.models.dit import kernels
 from mg.models.dit.kernels import RMSNormKernel, attention, dense, gated_add, modulate, use_fused_kernels
+from mg.models.expand import expand
 
 
 @pytest.mark.parametrize("device, fused", [("Ascend", True), ("CPU", False), ("GPU", False)])
@@ -150,3 +151,15 @@ def test_hand_written_backwards_match_autodiff(ours, reference, shapes, jit):
                                         gradients(reference, inputs, cotangent, jit))):
         assert got.shape == want.shape and np.abs(want).max() > 1e-3
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4, err_msg=f"input {i}")
+
+
+@pytest.mark.parametrize("jit", [False, True])
+@pytest.mark.parametrize("small,shape", [((1, 1, 4), (2, 3, 4)), ((3, 1), (2, 3, 5)), ((4,), (6, 4)),
+                                         ((2, 3, 4), (2, 3, 4))])
+def test_expand_repeats_like_numpy_broadcasting(jit, small, shape):
+    values = np.arange(np.prod(small), dtype=np.float32).reshape(small)
+
+    def fn(t):
+        return expand(t, shape)
+    out = (ms.jit(fn) if jit else fn)(ms.Tensor(values)).asnumpy()
+    np.testing.assert_array_equal(out, np.broadcast_to(values, shape))

@@ -29,9 +29,9 @@ CLIP = 4.0  # global-norm clipping in every layout check: the test batches' grad
 PER_RANK_BATCH = 2
 
 
-def tiny_config():
+def tiny_config(**overrides):
     return dit_config("tiny", depth=2, dim=32, ffn_dim=48, num_heads=4, in_channels=4, text_encoders=dict(TEXT_DIMS),
-                      max_t=4, max_h=6, max_w=6)
+                      max_t=4, max_h=6, max_w=6, **overrides)
 
 
 def reference_weights(seed=0):
@@ -41,8 +41,8 @@ def reference_weights(seed=0):
     return {p.name: rng.normal(0, 0.2, p.shape).astype(np.float32) for p in model.trainable_params()}
 
 
-def make_model(weights):
-    model = MovieGenDiT(tiny_config())
+def make_model(weights, **overrides):
+    model = MovieGenDiT(tiny_config(**overrides))
     load_state_dict(model, weights)
     return model
 
@@ -203,13 +203,13 @@ def _checkpoint_round_trip(name, model, opt, sp, zero_stage, local, tmp_dir):
                                                            f"ckpt/{name}/reloaded_adamw_state")}
 
 
-def check_jit_step(name, dp, tp, zero_stage=0):
+def check_jit_step(name, dp, tp, zero_stage=0, recompute=False):
     """One FlowMatchingTrainStep compiled with ms.jit (collectives and ParallelAdamW inside the graph) against the
-    single-process step (PyNative) on the global batch."""
+    single-process step (PyNative, no recompute) on the global batch; `recompute`: every block checkpointed."""
     groups = init_parallel(dp=dp, tp=tp)
     flow, weights = FlowMatching(), reference_weights()
     _, _, _, weights_ref, _ = single_process_step(PER_RANK_BATCH * dp)
-    model = make_model(weights)
+    model = make_model(weights, recompute_every=int(recompute))
     parallelize(model, groups, zero_stage=zero_stage)
     step = FlowMatchingTrainStep(model, ParallelAdamW(model, **ADAMW, clip_grad_norm=CLIP), flow, jit=True)
     rows = slice(groups.dp_rank * PER_RANK_BATCH, (groups.dp_rank + 1) * PER_RANK_BATCH)

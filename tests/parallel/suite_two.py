@@ -1,5 +1,5 @@
 """Checks run by 2 msrun workers: collectives on the world group (native AllGather), TP (with its checkpoint moved
-to one process and back), CP and ZeRO-0..3 against one process, a dp=2 training run, a jitted TP step, SP/CP
+to one process and back), CP and ZeRO-0..3 against one process, a dp=2 training run, a jitted TP step (also with recompute), SP/CP
 sampling and the byte meter."""
 import time
 
@@ -25,5 +25,6 @@ def run(results, out_dir):
     timed(results, check_sampling, "tp2_sp", tp=2, cp=1, sp=True)
     timed(results, check_sampling, "cp2", tp=1, cp=2, sp=False)
     timed(results, check_jit_step, "tp2", dp=1, tp=2)
+    timed(results, check_jit_step, "tp2_recompute", dp=1, tp=2, recompute=True)
     timed(results, check_comm_volume)
     results["__worst__"] = WORST

@@ -17,6 +17,8 @@ The plain path has hand-written backwards, because autodiff's on CPU spends much
 import mindspore as ms
 from mindspore import mint, nn, ops
 
+from mg.models.expand import expand
+
 FUSED_DEVICES = ("Ascend",)
 
 _MM = ops.MatMul()
@@ -25,7 +27,7 @@ _MM_TN = ops.MatMul(transpose_a=True)  # a^T @ b
 _BMM = ops.BatchMatMul()
 _BMM_NT = ops.BatchMatMul(transpose_b=True)
 _BMM_TN = ops.BatchMatMul(transpose_a=True)
-_TILE = ops.Tile()  # a primitive instance: ops.tile creates one inside the graph, which fails in a bprop under jit
+ZEROS_LIKE = ops.ZerosLike()  # not ops.zeros_like, a Python function: see _chunk_grads
 
 
 def use_fused_kernels(device_target=None):
@@ -54,19 +56,12 @@ def dense(x, weight, bias, fused):
     if fused:
         return mint.nn.functional.linear(x, weight, bias)
     out = _PLAIN_LINEAR(x.reshape(-1, x.shape[-1]), weight).reshape(*x.shape[:-1], weight.shape[0])
-    return out if bias is None else out + bias
+    return out if bias is None else out + expand(bias, out.shape)
 
 
 def _row_sums(x):
     """(B, N, D) -> (B, 1, D) sums over axis 1 as a ones-row batched matmul (CPU ReduceSum over axis 1 is slow)."""
     return _BMM(mint.ones((x.shape[0], 1, x.shape[1]), dtype=x.dtype), x)
-
-
-def _rows_broadcast(column, shape):
-    """A (..., 1) column repeated to `shape`. Under ms.jit on CPU, a multiply that broadcasts a size-1 last axis
-    implicitly kept memory for every such op in the graph (16 chained x * column on (4096, 256): 271 vs 16 MiB);
-    Tile + Mul is also faster than that broadcast Mul (0.7 vs 1.1 ms) and than BroadcastTo + Mul (4.4 ms)."""
-    return _TILE(column, (1,) * (len(shape) - 1) + (shape[-1],))
 
 
 class _PlainRMSNorm(nn.Cell):
@@ -78,17 +73,17 @@ class _PlainRMSNorm(nn.Cell):
 
     def _normed(self, x):
         x32 = x.astype(ms.float32)
-        inv_rms = _rows_broadcast(mint.rsqrt(mint.mean(x32 * x32, dim=-1, keepdim=True) + self.eps), x.shape)
+        inv_rms = expand(mint.rsqrt(mint.mean(x32 * x32, dim=-1, keepdim=True) + self.eps), x.shape)
         return x32 * inv_rms, inv_rms
 
     def construct(self, x, weight):
-        return (self._normed(x)[0] * weight.astype(ms.float32)).astype(x.dtype)
+        return (self._normed(x)[0] * expand(weight.astype(ms.float32), x.shape)).astype(x.dtype)
 
     def bprop(self, x, weight, out, dout):
         normed, inv_rms = self._normed(x)
         g = dout.astype(ms.float32)
-        g_w = g * weight.astype(ms.float32)
-        dx = inv_rms * (g_w - normed * _rows_broadcast(mint.mean(g_w * normed, dim=-1, keepdim=True), x.shape))
+        g_w = g * expand(weight.astype(ms.float32), x.shape)
+        dx = inv_rms * (g_w - normed * expand(mint.mean(g_w * normed, dim=-1, keepdim=True), x.shape))
         dw = _row_sums((g * normed).reshape(1, -1, weight.shape[0])).reshape(weight.shape)
         return dx.astype(x.dtype), dw.astype(weight.dtype)
 
@@ -112,20 +107,20 @@ class _Modulate(nn.Cell):
     """x * (1 + scale) + shift for x (B, N, D) and per-sample scale, shift (B, 1, D); token sums as matmuls."""
 
     def construct(self, x, shift, scale):
-        return x * (1 + scale) + shift
+        return x * expand(1 + scale, x.shape) + expand(shift, x.shape)
 
     def bprop(self, x, shift, scale, out, dout):
-        return dout * (1 + scale), _row_sums(dout), _row_sums(dout * x)
+        return dout * expand(1 + scale, x.shape), _row_sums(dout), _row_sums(dout * x)
 
 
 class _GatedAdd(nn.Cell):
     """x + gate * y for x, y (B, N, D) and a per-sample gate (B, 1, D); token sums as matmuls."""
 
     def construct(self, x, gate, y):
-        return x + gate * y
+        return x + expand(gate, y.shape) * y
 
     def bprop(self, x, gate, y, out, dout):
-        return dout, _row_sums(dout * y), dout * gate
+        return dout, _row_sums(dout * y), dout * expand(gate, y.shape)
 
 
 _MODULATE = _Modulate()
@@ -147,10 +142,11 @@ def gated_add(x, gate, y):
 CHUNK_SCORES = 2 ** 25
 
 
-def _query_chunks(q, k):
+@ms.constexpr
+def _query_chunks(q_shape, keys):
     """(start, stop) of the query chunks; the softmax of each is complete (every chunk sees all keys)."""
-    b, h, n, _ = q.shape
-    rows = CHUNK_SCORES // (b * h * k.shape[2])
+    b, h, n, _ = q_shape
+    rows = CHUNK_SCORES // (b * h * keys)
     rows = rows if rows > 0 else 1  # no min/max/generators: this runs inside compiled graphs too
     chunks = []
     for start in range(0, n, rows):
@@ -162,7 +158,7 @@ def _probabilities(q, k, bias):
     """softmax(q k^T + bias) in fp32; q is already scaled."""
     scores = _BMM_NT(q, k).astype(ms.float32)
     if bias is not None:
-        scores = scores + bias
+        scores = scores + expand(bias, scores.shape)
     return mint.softmax(scores, dim=-1)
 
 
@@ -173,7 +169,7 @@ def _chunk_out(q, k, v, bias):
 def _attention_out(q, k, v, bias):
     """softmax(q k^T + bias) v, chunk by chunk; each chunk waits for the previous one's output (ops.depend), so a
     compiled graph does not run them side by side with all their score matrices alive."""
-    chunks = _query_chunks(q, k)
+    chunks = _query_chunks(q.shape, k.shape[2])
     if len(chunks) == 1:  # no slicing: one loop for both cases made a d512x4 1024-token step ~20% slower
         return _chunk_out(q, k, v, bias)
     outs = [_chunk_out(q[:, :, :chunks[0][1]], k, v, bias)]
@@ -184,7 +180,12 @@ def _attention_out(q, k, v, bias):
 
 def _chunk_grads(q, k, v_ext, bias, dout, dout_ext):
     """dq, dk, dv of one query chunk: q, dout, dout_ext are the chunk's rows."""
-    probs = _probabilities(q, k, bias)
+    # _probabilities written out: under jit a function used by both construct and bprop breaks the compile of a
+    # recomputed block (mg/models/dit/checkpoint.py)
+    scores = _BMM_NT(q, k).astype(ms.float32)
+    if bias is not None:
+        scores = scores + expand(bias, scores.shape)
+    probs = mint.softmax(scores, dim=-1)
     dv = _BMM_TN(probs.astype(v_ext.dtype), dout)
     dscores = (probs * _BMM_NT(dout_ext, v_ext).astype(ms.float32)).astype(q.dtype)
     return _BMM(dscores, k), _BMM_TN(dscores, q), dv
@@ -199,7 +200,7 @@ def _attention_grads(q, k, v, bias, out, dout):
     # Through dout (and then each chunk through the previous one's dk): otherwise nothing orders the recomputation
     # after the forward, and under ms.jit every block's probabilities were computed early, or merged with the
     # forward's, and all kept (toy model, 4096 tokens: 5.7 -> 3.9 GB peak)
-    chunks = _query_chunks(q, k)
+    chunks = _query_chunks(q.shape, k.shape[2])
     if len(chunks) == 1:
         return _chunk_grads(ops.depend(q, dout), k, v_ext, bias, dout, dout_ext)
     stop = chunks[0][1]
@@ -231,7 +232,7 @@ class _BiasedAttention(nn.Cell):
         return _attention_out(q, k, v, bias)
 
     def bprop(self, q, k, v, bias, out, dout):
-        return (*_attention_grads(q, k, v, bias, out, dout), ops.zeros_like(bias))
+        return (*_attention_grads(q, k, v, bias, out, dout), ZEROS_LIKE(bias))
 
 
 _PLAIN_ATTENTION = _Attention()
@@ -256,5 +257,5 @@ def attention(q, k, v, key_mask, fused):
         out = _PLAIN_BIASED_ATTENTION(q * scale, k, v, bias[:, None, None, :])
     if key_mask is not None:
         any_valid = (key_mask.astype(ms.float32).sum(axis=-1) > 0).astype(out.dtype)
-        out = out * any_valid[:, None, None, None]
+        out = out * expand(any_valid[:, None, None, None], out.shape)
     return out

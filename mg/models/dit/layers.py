@@ -1,11 +1,12 @@
 """Building blocks of the transformer: RMSNorm, linear layers, self-/cross-attention and the SwiGLU FFN.
 
 Every projection is a `Linear`, the layer that tensor parallelism (mg/parallel) replaces; the model itself knows
-nothing of parallelism. Weights stay in their own dtype (fp32 master weights) and are cast to the activation dtype
+nothing of parallelism. Each layer's `apply` computes from weights passed in (`construct` passes its own
+Parameters), so that a recomputed block (mg/models/dit/checkpoint.py) can run its layers on weights it was given. Weights stay in their own dtype (fp32 master weights) and are cast to the activation dtype
 at use, so a bf16 run keeps fp32 parameters while its matmuls run in bf16.
 """
 import mindspore as ms
-from mindspore import Parameter, mint, nn
+from mindspore import Parameter, mint, nn, ops
 from mindspore.common.initializer import Zero, initializer
 
 from mg.models.dit.kernels import RMSNormKernel, attention, dense, use_fused_kernels
@@ -26,9 +27,11 @@ class Linear(mint.nn.Linear):
         self.fused = use_fused_kernels()
 
     def construct(self, x):
-        weight = self.weight.astype(x.dtype)
-        bias = None if self.bias is None else self.bias.astype(x.dtype)
-        return dense(x, weight, bias, self.fused)
+        return self.apply(x, self.weight, self.bias)
+
+    def apply(self, x, weight, bias=None):
+        bias = None if bias is None else bias.astype(x.dtype)
+        return dense(x, weight.astype(x.dtype), bias, self.fused)
 
 
 class RMSNorm(nn.Cell):
@@ -38,7 +41,10 @@ class RMSNorm(nn.Cell):
         self.kernel = RMSNormKernel(eps, use_fused_kernels())
 
     def construct(self, x):
-        return self.kernel(x, self.weight)
+        return self.apply(x, self.weight)
+
+    def apply(self, x, weight):
+        return self.kernel(x, weight)
 
 
 def split_heads(x, num_heads):
@@ -66,9 +72,12 @@ class SelfAttention(nn.Cell):
         self.fused = use_fused_kernels()
 
     def construct(self, x):
-        q, k, v = mint.chunk(self.qkv(x), 3, dim=-1)
+        return self.apply(x, self.qkv.weight, self.proj.weight)
+
+    def apply(self, x, qkv_weight, proj_weight):
+        q, k, v = mint.chunk(self.qkv.apply(x, qkv_weight), 3, dim=-1)
         q, k, v = split_heads(q, self.num_heads), split_heads(k, self.num_heads), split_heads(v, self.num_heads)
-        return self.proj(merge_heads(attention(q, k, v, None, self.fused)))
+        return self.proj.apply(merge_heads(attention(q, k, v, None, self.fused)), proj_weight)
 
 
 class CrossAttention(nn.Cell):
@@ -87,10 +96,13 @@ class CrossAttention(nn.Cell):
         self.fused = use_fused_kernels()
 
     def construct(self, x, context, context_mask):
-        q = split_heads(self.q(x), self.num_heads)
-        k, v = mint.chunk(self.kv(context), 2, dim=-1)
+        return self.apply(x, context, context_mask, self.q.weight, self.kv.weight, self.proj.weight)
+
+    def apply(self, x, context, context_mask, q_weight, kv_weight, proj_weight):
+        q = split_heads(self.q.apply(x, q_weight), self.num_heads)
+        k, v = mint.chunk(self.kv.apply(context, kv_weight), 2, dim=-1)
         k, v = split_heads(k, self.num_heads), split_heads(v, self.num_heads)
-        return self.proj(merge_heads(attention(q, k, v, context_mask, self.fused)))
+        return self.proj.apply(merge_heads(attention(q, k, v, context_mask, self.fused)), proj_weight)
 
 
 class SwiGLU(nn.Cell):
@@ -102,5 +114,8 @@ class SwiGLU(nn.Cell):
         self.w2 = Linear(hidden_dim, dim, bias=False)
 
     def construct(self, x):
-        gate, up = mint.chunk(self.w13(x), 2, dim=-1)
-        return self.w2(mint.nn.functional.silu(gate) * up)
+        return self.apply(x, self.w13.weight, self.w2.weight)
+
+    def apply(self, x, w13_weight, w2_weight):
+        gate, up = mint.chunk(self.w13.apply(x, w13_weight), 2, dim=-1)
+        return self.w2.apply(ops.silu(gate) * up, w2_weight)  # mint silu fails in a recomputed block under jit

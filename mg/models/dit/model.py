@@ -11,10 +11,12 @@ import mindspore as ms
 from mindspore import Parameter, mint, nn
 from mindspore.common.initializer import Zero, initializer
 
+from mg.models.dit.checkpoint import enable_recompute
 from mg.models.dit.config import DiTConfig
 from mg.models.dit.embeddings import (FactorizedPositionEmbedding, PatchEmbed3D, TextProjector, TimestepEmbedder,
                                       unpatchify)
 from mg.models.dit.kernels import gated_add, modulate
+from mg.models.expand import expand
 from mg.models.dit.layers import CrossAttention, Linear, RMSNorm, SelfAttention, SwiGLU, zero_init_
 
 COMPUTE_DTYPES = {"fp32": ms.float32, "bf16": ms.bfloat16}
@@ -32,14 +34,32 @@ class TransformerBlock(nn.Cell):
         self.ffn_norm = RMSNorm(dim, eps)
         self.ffn = SwiGLU(dim, ffn_dim)
         self.modulation_table = Parameter(initializer(Zero(), (6, dim), ms.float32), name="modulation_table")
+        self.checkpoint = None  # set by enable_recompute on CPU
+
+    def weights(self):
+        """The block's weights in `apply`'s order (read from the current layers: parallelize may swap them)."""
+        return (self.attn_norm.weight, self.attn.qkv.weight, self.attn.proj.weight, self.cross_norm.weight,
+                self.cross_attn.q.weight, self.cross_attn.kv.weight, self.cross_attn.proj.weight,
+                self.ffn_norm.weight, self.ffn.w13.weight, self.ffn.w2.weight, self.modulation_table)
 
     def construct(self, x, pos, modulation, context, context_mask):
-        x = x + pos
-        mod = modulation + self.modulation_table.astype(modulation.dtype)
+        if self.checkpoint is not None:
+            # fresh copies of the inputs every block shares: in PyNative a tensor given to two cells with custom
+            # backwards gets a wrong gradient (one of them is lost); under jit the copies are optimised away
+            return self.checkpoint(x, pos * 1, modulation * 1, context * 1, context_mask, *self.weights())
+        return self.apply(x, pos, modulation, context, context_mask, *self.weights())
+
+    def apply(self, x, pos, modulation, context, context_mask, attn_norm, qkv, attn_proj, cross_norm, cross_q,
+              cross_kv, cross_proj, ffn_norm, w13, w2, modulation_table):
+        x = x + expand(pos, x.shape)
+        mod = modulation + modulation_table.astype(modulation.dtype)
         shift_attn, scale_attn, gate_attn, shift_ffn, scale_ffn, gate_ffn = mint.chunk(mod, 6, dim=1)
-        x = gated_add(x, gate_attn, self.attn(modulate(self.attn_norm(x), shift_attn, scale_attn)))
-        x = x + self.cross_attn(self.cross_norm(x), context, context_mask)
-        return gated_add(x, gate_ffn, self.ffn(modulate(self.ffn_norm(x), shift_ffn, scale_ffn)))
+        h = modulate(self.attn_norm.apply(x, attn_norm), shift_attn, scale_attn)
+        x = gated_add(x, gate_attn, self.attn.apply(h, qkv, attn_proj))
+        x = x + self.cross_attn.apply(self.cross_norm.apply(x, cross_norm), context, context_mask, cross_q,
+                                      cross_kv, cross_proj)
+        h = modulate(self.ffn_norm.apply(x, ffn_norm), shift_ffn, scale_ffn)
+        return gated_add(x, gate_ffn, self.ffn.apply(h, w13, w2))
 
 
 class FinalLayer(nn.Cell):
@@ -81,8 +101,7 @@ class MovieGenDiT(nn.Cell):
         pt, ph, pw = config.patch_size
         self.final = FinalLayer(d, pt * ph * pw * config.in_channels, config.norm_eps)
         if config.recompute_every > 0:
-            for i in range(0, config.depth, config.recompute_every):
-                self.blocks[i].recompute()
+            enable_recompute(self.blocks, config.recompute_every)
 
     def patch_grid(self, shape):
         """The (t, h, w) patch grid of a latent shape (.., T, H, W); raises if the patch does not divide it."""

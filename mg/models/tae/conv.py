@@ -18,6 +18,8 @@ import numpy as np
 from mindspore import Parameter, Tensor, mint, nn, ops
 from mindspore.common.initializer import HeUniform, Uniform, initializer
 
+from mg.models.expand import expand
+
 
 def to_channels_last(x):
     """(B, C, T, H, W) -> (B, T, H, W, C)."""
@@ -137,7 +139,7 @@ class _RowBias(nn.Cell):
     """x (M, O) + b (O,) with db = ones(1, M) @ dy, a matmul rather than autodiff's CPU ReduceSum over the rows."""
 
     def construct(self, x, b):
-        return x + b
+        return x + expand(b, x.shape)  # not a broadcast: mg/models/expand.py
 
     def bprop(self, x, b, out, dout):
         return dout, mint.matmul(mint.ones((1, dout.shape[0]), dtype=dout.dtype), dout).reshape(b.shape)

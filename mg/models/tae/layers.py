@@ -10,6 +10,7 @@ import mindspore as ms
 import numpy as np
 from mindspore import Parameter, Tensor, mint, nn
 
+from mg.models.expand import expand
 from mg.models.tae.conv import SpatialConv, TemporalConv
 
 
@@ -32,7 +33,8 @@ class _GroupNormFunction(nn.Cell):
 
     Per-channel means over L are batched matmuls with a row of 1/L (CPU reductions over a middle axis run ~10x
     slower), and the backward is the closed form dx = rstd * (g - mean(g) - xhat * mean(g * xhat)), g = dy * weight,
-    instead of autodiff's chain of broadcasts and reductions.
+    instead of autodiff's chain of broadcasts and reductions. Per-channel operands are tiled to the full shape
+    (mg/models/expand.py: a broadcasting op keeps memory under jit).
     """
 
     def __init__(self, groups, eps):
@@ -48,12 +50,12 @@ class _GroupNormFunction(nn.Cell):
     def _normalise(self, x):
         n, length, _ = x.shape
         averager = mint.ones((n, 1, length), dtype=x.dtype) * (1.0 / length)
-        centred = x - self._group_mean(mint.matmul(averager, x))
+        centred = x - expand(self._group_mean(mint.matmul(averager, x)), x.shape)
         rstd = mint.rsqrt(self._group_mean(mint.matmul(averager, centred * centred)) + self.eps)
-        return centred * rstd, rstd, averager
+        return centred * expand(rstd, x.shape), rstd, averager
 
     def construct(self, x, weight, bias):
-        return self._normalise(x)[0] * weight + bias
+        return self._normalise(x)[0] * expand(weight, x.shape) + expand(bias, x.shape)
 
     def bprop(self, x, weight, bias, out, dout):
         xhat, rstd, averager = self._normalise(x)
@@ -62,8 +64,9 @@ class _GroupNormFunction(nn.Cell):
         length = x.shape[1]
         d_bias = mean_dy.sum(axis=(0, 1)) * length
         d_weight = mean_dy_xhat.sum(axis=(0, 1)) * length
-        dx = dout * (rstd * weight) - xhat * (rstd * self._group_mean(mean_dy_xhat * weight)) \
-            - rstd * self._group_mean(mean_dy * weight)
+        dx = dout * expand(rstd * weight, x.shape) \
+            - xhat * expand(rstd * self._group_mean(mean_dy_xhat * weight), x.shape) \
+            - expand(rstd * self._group_mean(mean_dy * weight), x.shape)
         return dx, d_weight, d_bias
 
 
