@@ -11,8 +11,8 @@ class DiTConfig:
 
     max_t / max_h / max_w size the positional tables in patch-grid units (latent frames, latent rows / 2, latent
     columns / 2); stage configs grow them (see `expand_position_tables`). `recompute_every` = n recomputes the
-    activations of every n-th block in the backward pass (0: off). `dtype` is the compute dtype ("fp32" or "bf16");
-    parameters stay fp32.
+    activations of every n-th block in the backward pass (0: off; on CPU only 1, see mg/models/dit/checkpoint.py).
+    `dtype` is the compute dtype ("fp32" or "bf16"); parameters stay fp32.
     """
 
     depth: int = 2

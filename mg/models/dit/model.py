@@ -44,8 +44,8 @@ class TransformerBlock(nn.Cell):
 
     def construct(self, x, pos, modulation, context, context_mask):
         if self.checkpoint is not None:
-            # fresh copies of the inputs every block shares: in PyNative a tensor given to two cells with custom
-            # backwards gets a wrong gradient (one of them is lost); under jit the copies are optimised away
+            # copies of the inputs every block shares: in PyNative a tensor given to two cells with custom backwards
+            # gets a wrong gradient (tests/dit/test_dit_model.py fails without them); one (1, N, D) copy per block
             return self.checkpoint(x, pos * 1, modulation * 1, context * 1, context_mask, *self.weights())
         return self.apply(x, pos, modulation, context, context_mask, *self.weights())
 
