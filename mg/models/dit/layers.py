@@ -2,8 +2,9 @@
 
 Every projection is a `Linear`, the layer that tensor parallelism (mg/parallel) replaces; the model itself knows
 nothing of parallelism. Each layer's `apply` computes from weights passed in (`construct` passes its own
-Parameters), so that a recomputed block (mg/models/dit/checkpoint.py) can run its layers on weights it was given. Weights stay in their own dtype (fp32 master weights) and are cast to the activation dtype
-at use, so a bf16 run keeps fp32 parameters while its matmuls run in bf16.
+Parameters), so that a recomputed block (mg/models/dit/checkpoint.py) can run its layers on weights it was given.
+Weights stay in their own dtype (fp32 master weights) and are cast to the activation dtype at use, so a bf16 run
+keeps fp32 parameters while its matmuls run in bf16.
 """
 import mindspore as ms
 from mindspore import Parameter, mint, nn, ops

@@ -16,8 +16,8 @@ from mg.models.dit.config import DiTConfig
 from mg.models.dit.embeddings import (FactorizedPositionEmbedding, PatchEmbed3D, TextProjector, TimestepEmbedder,
                                       unpatchify)
 from mg.models.dit.kernels import gated_add, modulate
-from mg.models.expand import expand
 from mg.models.dit.layers import CrossAttention, Linear, RMSNorm, SelfAttention, SwiGLU, zero_init_
+from mg.models.expand import expand
 
 COMPUTE_DTYPES = {"fp32": ms.float32, "bf16": ms.bfloat16}
 
@@ -45,13 +45,13 @@ class TransformerBlock(nn.Cell):
     def construct(self, x, pos, modulation, context, context_mask):
         if self.checkpoint is not None:
             # copies of the inputs every block shares: in PyNative a tensor given to two cells with custom backwards
-            # gets a wrong gradient (tests/dit/test_dit_model.py fails without them); one (1, N, D) copy per block
+            # gets a wrong gradient (tests/dit/test_dit_model.py fails without them); one (B, N, D) copy per block
             return self.checkpoint(x, pos * 1, modulation * 1, context * 1, context_mask, *self.weights())
         return self.apply(x, pos, modulation, context, context_mask, *self.weights())
 
     def apply(self, x, pos, modulation, context, context_mask, attn_norm, qkv, attn_proj, cross_norm, cross_q,
               cross_kv, cross_proj, ffn_norm, w13, w2, modulation_table):
-        x = x + expand(pos, x.shape)
+        x = x + pos
         mod = modulation + modulation_table.astype(modulation.dtype)
         shift_attn, scale_attn, gate_attn, shift_ffn, scale_ffn, gate_ffn = mint.chunk(mod, 6, dim=1)
         h = modulate(self.attn_norm.apply(x, attn_norm), shift_attn, scale_attn)
@@ -114,7 +114,8 @@ class MovieGenDiT(nn.Cell):
     def construct(self, x, t, text_embs, text_masks):
         grid = self.patch_grid(x.shape)
         tokens = self.patch_embed(x).astype(self.compute_dtype)
-        pos = self.pos_embed(grid).astype(self.compute_dtype)
+        # repeated over the batch once here, not broadcast in every block (mg/models/expand.py)
+        pos = expand(self.pos_embed(grid).astype(self.compute_dtype), tokens.shape)
         t_emb = self.t_embedder(t).astype(self.compute_dtype)
         modulation = self.t_modulation(mint.nn.functional.silu(t_emb)).reshape(t_emb.shape[0], 6, -1)
         context, context_mask = self.text_projector(text_embs, text_masks)
