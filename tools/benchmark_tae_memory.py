@@ -5,12 +5,13 @@
 Each case runs in a fresh process (spawn) so its peak RSS (ru_maxrss) is its own; printed next to the RSS before
 encoding (MindSpore + model) so the part that grows with the video is visible.
 """
-import multiprocessing as mp
 import resource
 import time
 from typing import List
 
 from jsonargparse import CLI
+
+from mg.isolated import run_isolated
 
 
 def _case(frames, size, base_channels, tiled, queue):
@@ -36,16 +37,11 @@ def _case(frames, size, base_channels, tiled, queue):
 def main(frames: List[int] = [64, 256], size: int = 64, base_channels: int = 16, untiled: bool = True):
     """Print peak RSS (MiB) of encode+decode per video length, tiled (32-frame tiles, 16-frame decoder overlap) and,
     with `untiled`, without tiling."""
-    ctx = mp.get_context("spawn")
     print(f"TAE preset small, base {base_channels}; video 1x3xTx{size}x{size}; peak RSS in MiB")
     print(f"{'frames':>6} {'tiling':>7} {'RSS before':>11} {'peak RSS':>9} {'growth':>7} {'seconds':>8}")
     for n in frames:
         for tiled in ([True, False] if untiled else [True]):
-            queue = ctx.Queue()
-            proc = ctx.Process(target=_case, args=(n, size, base_channels, tiled, queue))
-            proc.start()
-            before, peak, seconds = queue.get()
-            proc.join()
+            before, peak, seconds = run_isolated(_case, (n, size, base_channels, tiled), f"frames={n}, tiled={tiled}")
             print(f"{n:>6} {('on' if tiled else 'off'):>7} {before:>11.0f} {peak:>9.0f} {peak - before:>7.0f} "
                   f"{seconds:>8.1f}")
 

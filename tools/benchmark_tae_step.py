@@ -8,13 +8,13 @@ first step (compile + run), the median of the timed steps after it, frames per s
 With --profile true, one more step runs under MindSpore's profiler and the kernel time per op type is printed
 (kernels of a jitted graph can overlap on the two cores, so the shares are of summed kernel time, not of the step).
 """
-import multiprocessing as mp
 import resource
 import time
-from queue import Empty
 from typing import List, Tuple
 
 from jsonargparse import CLI
+
+from mg.isolated import run_isolated
 
 
 def _case(batch, frames, size, base_channels, steps, profile, queue):
@@ -46,31 +46,17 @@ def _case(batch, frames, size, base_channels, steps, profile, queue):
     queue.put((times[0], float(np.median(times[1:])), peak, op_times))
 
 
-def _result(proc, queue, batch, frames):
-    """The case's result, or an error naming the case if its process died without one (its traceback is above)."""
-    while True:
-        try:
-            return queue.get(timeout=5)
-        except Empty:
-            if not proc.is_alive():
-                raise SystemExit(f"the case batch={batch}, frames={frames} failed (exit code {proc.exitcode})")
-
-
 def main(batches: List[Tuple[int, int]] = [(2, 16), (8, 1), (32, 1)], size: int = 64, base_channels: int = 16,
          steps: int = 3, profile: bool = False, top: int = 10):
     """Print, per (batch size, frames), the first step's seconds, the median s/step of `steps` more, frames/s and
     the peak RSS in MiB of a jitted TAE training step (preset small with `base_channels`, size x size frames);
     with `profile`, the `top` op types by kernel time of one more step."""
     from mg.profiling import format_op_times
-    ctx = mp.get_context("spawn")
     print(f"TAE preset small, base {base_channels}, {size}x{size}; jitted train step (L2 + KL, AdamW)")
     print(f"{'batch':>5} {'frames':>6} {'first s':>8} {'s/step':>7} {'frames/s':>9} {'peak RSS MiB':>13}")
     for batch, frames in batches:
-        queue = ctx.Queue()
-        proc = ctx.Process(target=_case, args=(batch, frames, size, base_channels, steps, profile, queue))
-        proc.start()
-        first, median, peak, op_times = _result(proc, queue, batch, frames)
-        proc.join()
+        first, median, peak, op_times = run_isolated(_case, (batch, frames, size, base_channels, steps, profile),
+                                                     f"batch={batch}, frames={frames}")
         print(f"{batch:>5} {frames:>6} {first:>8.1f} {median:>7.2f} {batch * frames / median:>9.1f} {peak:>13.0f}")
         for line in format_op_times(op_times, top):
             print(line)

@@ -138,7 +138,8 @@ def gated_add(x, gate, y):
 
 
 # Score elements (B * heads * queries * keys) computed at a time: longer sequences run in query chunks, so the
-# (N, L) matrices of one chunk (128 MiB each in fp32) exist at once, not those of the whole sequence
+# (N, L) matrices of one chunk (128 MiB each in fp32) exist at once, not those of the whole sequence. 2^24 was
+# leaner at 4096 tokens and heavier at 8192 in the training step (docs/performance.md), so this stays
 CHUNK_SCORES = 2 ** 25
 
 
@@ -199,7 +200,9 @@ def _attention_grads(q, k, v, bias, out, dout):
     v_ext = mint.cat([v, mint.ones((*v.shape[:-1], 1), dtype=v.dtype)], dim=-1)
     # Through dout (and then each chunk through the previous one's dk): otherwise nothing orders the recomputation
     # after the forward, and under ms.jit every block's probabilities were computed early, or merged with the
-    # forward's, and all kept (toy model, 4096 tokens: 5.7 -> 3.9 GB peak)
+    # forward's, and all kept (toy model, 4096 tokens: 5.7 -> 3.9 GB peak). A chunk's dout_ext waits for dk too:
+    # ordered through q alone, every chunk's dP = dout_ext v_ext^T was computed up front and kept, the whole (N, N)
+    # matrix (jitted attention gradient, 8 heads, 8192 tokens: 2697 -> 728 MiB peak over the start)
     chunks = _query_chunks(q.shape, k.shape[2])
     if len(chunks) == 1:
         return _chunk_grads(ops.depend(q, dout), k, v_ext, bias, dout, dout_ext)
@@ -209,7 +212,7 @@ def _attention_grads(q, k, v, bias, out, dout):
     dqs = [dq]
     for start, stop in chunks[1:]:
         dq, dk_part, dv_part = _chunk_grads(ops.depend(q[:, :, start:stop], dk), k, v_ext, bias,
-                                            dout[:, :, start:stop], dout_ext[:, :, start:stop])
+                                            dout[:, :, start:stop], ops.depend(dout_ext[:, :, start:stop], dk))
         dqs.append(dq)
         dk, dv = dk + dk_part, dv + dv_part
     return mint.cat(dqs, dim=2), dk, dv
