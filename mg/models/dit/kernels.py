@@ -202,7 +202,8 @@ def _attention_grads(q, k, v, bias, out, dout):
     # after the forward, and under ms.jit every block's probabilities were computed early, or merged with the
     # forward's, and all kept (toy model, 4096 tokens: 5.7 -> 3.9 GB peak). A chunk's dout_ext waits for dk too:
     # ordered through q alone, every chunk's dP = dout_ext v_ext^T was computed up front and kept, the whole (N, N)
-    # matrix (jitted attention gradient, 8 heads, 8192 tokens: 2697 -> 728 MiB peak over the start)
+    # matrix (jitted attention gradient, 8 heads, 8192 tokens: 2696 -> 728 MiB peak over the start,
+    # tools/benchmark_attention_memory.py)
     chunks = _query_chunks(q.shape, k.shape[2])
     if len(chunks) == 1:
         return _chunk_grads(ops.depend(q, dout), k, v_ext, bias, dout, dout_ext)
