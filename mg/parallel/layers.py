@@ -16,8 +16,8 @@ import math
 import numpy as np
 from mindspore import Parameter, Tensor, mint, nn
 
-from mg.models.dit.kernels import attention, dense
-from mg.models.dit.layers import merge_heads, split_heads
+from mg.models.dit.kernels import dense
+from mg.models.dit.layers import SelfAttention, split_heads
 from mg.parallel.collectives import (CopyAcross, GatherReplicated, GatherSharded, ScatterSum, SplitReplicated,
                                      SumAcross)
 
@@ -129,13 +129,13 @@ class ParallelLinear(nn.Cell):
         return y
 
 
-class ContextParallelSelfAttention(nn.Cell):
+class ContextParallelSelfAttention(SelfAttention):
     """Self-attention over a CP shard of the tokens: local queries attend to K and V gathered from the CP group.
 
     Takes over the projections (and so the parameter names) of a `SelfAttention`; `num_heads` is the local count."""
 
     def __init__(self, attn, cp_comm):
-        super().__init__()
+        nn.Cell.__init__(self)  # not SelfAttention's: the layers are attn's
         self.num_heads = attn.num_heads
         self.qkv = attn.qkv
         self.proj = attn.proj
@@ -143,14 +143,10 @@ class ContextParallelSelfAttention(nn.Cell):
         self.gather_k = GatherSharded(cp_comm, 2)  # (B, H, N, Dh): tokens on axis 2
         self.gather_v = GatherSharded(cp_comm, 2)
 
-    def construct(self, x):
-        return self.apply(x, self.qkv.weight, self.proj.weight)
-
-    def apply(self, x, qkv_weight, proj_weight):
+    def heads(self, x, qkv_weight):
         q, k, v = mint.chunk(self.qkv.apply(x, qkv_weight), 3, dim=-1)
         q, k, v = split_heads(q, self.num_heads), split_heads(k, self.num_heads), split_heads(v, self.num_heads)
-        k, v = self.gather_k(k), self.gather_v(v)
-        return self.proj.apply(merge_heads(attention(q, k, v, None, self.fused)), proj_weight)
+        return q, self.gather_k(k), self.gather_v(v)
 
 
 class SequenceShardedBlock(nn.Cell):

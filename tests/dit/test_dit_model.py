@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from mindspore import nn, ops
 
-from mg.models.dit import MovieGenDiT, dit_config, expand_position_tables, parameter_count
+from mg.models.dit import MovieGenDiT, dit_config, expand_position_tables, kernels, parameter_count
 from mg.models.dit.checkpoint import enable_recompute
 from mg.models.dit.embeddings import POSITION_INIT_STD, PatchEmbed3D
 from mg.schedulers import FlowMatching
@@ -184,6 +184,28 @@ def test_recompute_gives_the_same_loss_and_gradients(jit):
     for a, b in zip(results[0][1], results[1][1]):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
     assert all(np.abs(g).max() > 0 for g in results[0][1][:3])
+
+
+def test_a_recomputed_block_reuses_its_self_attention_result(monkeypatch):
+    """The backward recomputes each block from its inputs but takes the self-attention's result from the first
+    forward: one unmasked attention forward per block, not two (the masked ones are the cross-attention's)."""
+    unmasked = []
+    original = kernels._attention_out
+
+    def counting(q, k, v, bias):
+        unmasked.append(bias is None)
+        return original(q, k, v, bias)
+    monkeypatch.setattr(kernels, "_attention_out", counting)
+    rng = np.random.default_rng(0)
+    x1, x0 = (ms.Tensor(rng.standard_normal((1, 4, 2, 4, 4)).astype(np.float32)) for _ in range(2))
+    embs, masks = text_inputs(1, [[3], [2]], rng)
+    model = random_model(seed=3, recompute_every=1)
+    flow = FlowMatching()
+    grads = ms.grad(lambda *args: flow.loss(model, *args), None, model.trainable_params())(
+        x1, x0, ms.Tensor(np.array([0.4], np.float32)), embs, masks)
+    assert np.abs(grads[0].asnumpy()).max() > 0
+    assert unmasked.count(True) == model.config.depth
+    assert unmasked.count(False) == 2 * model.config.depth  # the cross-attention is computed again
 
 
 def test_recompute_is_mindspores_pass_on_ascend_and_the_block_checkpoint_elsewhere():

@@ -1,8 +1,8 @@
 """Activation checkpointing of a transformer block, and the one place that chooses how it is done.
 
 On Ascend MindSpore's own `Cell.recompute()` is used. On CPU it has no effect under `ms.jit` (docs/performance.md),
-so `BlockCheckpoint` does it by hand: a custom backward that runs the block's forward again, from the inputs kept,
-and differentiates that. A custom backward may not read Parameters in graph mode, so the block's weights come in as
+so `BlockCheckpoint` does it by hand: a custom backward that runs the block's forward again, from the inputs and
+the self-attention's result kept, and differentiates that. A custom backward may not read Parameters in graph mode, so the block's weights come in as
 inputs and the block computes from them (`TransformerBlock.apply`).
 """
 from mindspore import nn, ops
@@ -10,15 +10,17 @@ from mindspore import nn, ops
 from mg.models.dit.kernels import ZEROS_LIKE, use_fused_kernels
 
 
-# positions in _output_dot's arguments: all but dout (0) and the text mask (5)
+# positions in _output_dot's arguments: all but dout (0), the text mask (5) and the saved attention (17)
 _DIFFERENTIABLE = (1, 2, 3, 4) + tuple(range(6, 17))
 
 
 class BlockCheckpoint(nn.Cell):
-    """`TransformerBlock.apply`, keeping only its inputs for the backward.
+    """`TransformerBlock.apply`, keeping only its inputs and its self-attention's result for the backward.
 
-    `fn` is the bound method, not a sub-cell, so the block's parameters keep their names. The arguments are spelled
-    out: under ms.jit a bprop cannot take *args, and a tuple of weights reaches a PyNative bprop flattened."""
+    That result (one (B, N, D) tensor per block) spares the recomputation the attention, which dominates long
+    sequences; everything else (projections, norms, FFN, cross-attention) is computed again. `fn` is the bound
+    method, not a sub-cell, so the block's parameters keep their names. The arguments are spelled out: under ms.jit a
+    bprop cannot take *args, and a tuple of weights reaches a PyNative bprop flattened."""
 
     def __init__(self, fn):
         super().__init__()
@@ -31,18 +33,20 @@ class BlockCheckpoint(nn.Cell):
 
     def bprop(self, x, pos, modulation, context, context_mask, attn_norm, qkv, attn_proj, cross_norm, cross_q,
               cross_kv, cross_proj, ffn_norm, w13, w2, modulation_table, out, dout):
-        x = ops.depend(x, dout)  # recompute once the output gradient exists, not beside the forward
+        x = ops.depend(x, dout[0])  # recompute once the output gradient exists, not beside the forward
+        # detached: in PyNative the saved result still leads back to this cell, and its backward would recurse
+        saved_attention = ops.stop_gradient(out[1])
         grads = ops.grad(self._output_dot, _DIFFERENTIABLE)(
-            dout, x, pos, modulation, context, context_mask, attn_norm, qkv, attn_proj, cross_norm, cross_q,
-            cross_kv, cross_proj, ffn_norm, w13, w2, modulation_table)
+            dout[0], x, pos, modulation, context, context_mask, attn_norm, qkv, attn_proj, cross_norm, cross_q,
+            cross_kv, cross_proj, ffn_norm, w13, w2, modulation_table, saved_attention)
         return (*grads[:4], ZEROS_LIKE(context_mask), *grads[4:])
 
     def _output_dot(self, dout, x, pos, modulation, context, context_mask, attn_norm, qkv, attn_proj, cross_norm,
-                    cross_q, cross_kv, cross_proj, ffn_norm, w13, w2, modulation_table):
+                    cross_q, cross_kv, cross_proj, ffn_norm, w13, w2, modulation_table, saved_attention):
         """<fn(...), dout>: its gradient is fn's vector-Jacobian product with dout. (Not ms.vjp: it drops the
         gradient of an input that the graph holds as a constant, such as a text mask, and then bprop is short.)"""
         out = self.fn(x, pos, modulation, context, context_mask, attn_norm, qkv, attn_proj, cross_norm, cross_q,
-                      cross_kv, cross_proj, ffn_norm, w13, w2, modulation_table)
+                      cross_kv, cross_proj, ffn_norm, w13, w2, modulation_table, saved_attention)[0]
         return (out * dout).sum()
 
 

@@ -239,8 +239,20 @@ class _BiasedAttention(nn.Cell):
         return (*_attention_grads(q, k, v, bias, out, dout), ZEROS_LIKE(bias))
 
 
+class _AttentionReplay(nn.Cell):
+    """The attention of a recomputed block: gives back `saved`, the output of the block's first forward, so the
+    recomputation computes no score matrices; the backward is `_Attention`'s, from q, k, v and that output."""
+
+    def construct(self, q, k, v, saved):
+        return saved
+
+    def bprop(self, q, k, v, saved, out, dout):
+        return (*_attention_grads(q, k, v, None, saved, dout), ZEROS_LIKE(saved))
+
+
 _PLAIN_ATTENTION = _Attention()
 _PLAIN_BIASED_ATTENTION = _BiasedAttention()
+_ATTENTION_REPLAY = _AttentionReplay()
 
 
 def attention(q, k, v, key_mask, fused):
@@ -263,3 +275,9 @@ def attention(q, k, v, key_mask, fused):
         any_valid = (key_mask.astype(ms.float32).sum(axis=-1) > 0).astype(out.dtype)
         out = out * expand(any_valid[:, None, None, None], out.shape)
     return out
+
+
+def replay_attention(q, k, v, saved):
+    """`attention(q, k, v, None, fused=False)` in a recomputed block (mg/models/dit/checkpoint.py): returns `saved`,
+    what that attention returned in the block's first forward, and differentiates as the attention does."""
+    return _ATTENTION_REPLAY(q * q.shape[-1] ** -0.5, k, v, saved)

@@ -10,7 +10,7 @@ import mindspore as ms
 from mindspore import Parameter, mint, nn, ops
 from mindspore.common.initializer import Zero, initializer
 
-from mg.models.dit.kernels import RMSNormKernel, attention, dense, use_fused_kernels
+from mg.models.dit.kernels import RMSNormKernel, attention, dense, replay_attention, use_fused_kernels
 
 
 def zero_init_(layer):
@@ -73,12 +73,19 @@ class SelfAttention(nn.Cell):
         self.fused = use_fused_kernels()
 
     def construct(self, x):
-        return self.apply(x, self.qkv.weight, self.proj.weight)
+        return self.apply(x, self.qkv.weight, self.proj.weight)[0]
 
-    def apply(self, x, qkv_weight, proj_weight):
+    def heads(self, x, qkv_weight):
+        """q, k, v as (B, H, N, Dh)."""
         q, k, v = mint.chunk(self.qkv.apply(x, qkv_weight), 3, dim=-1)
-        q, k, v = split_heads(q, self.num_heads), split_heads(k, self.num_heads), split_heads(v, self.num_heads)
-        return self.proj.apply(merge_heads(attention(q, k, v, None, self.fused)), proj_weight)
+        return split_heads(q, self.num_heads), split_heads(k, self.num_heads), split_heads(v, self.num_heads)
+
+    def apply(self, x, qkv_weight, proj_weight, saved=None):
+        """(output, the attention's (B, H, N, Dh) result). A recomputed block passes that result from its first
+        forward as `saved` and the attention is not computed again (it dominates long sequences)."""
+        q, k, v = self.heads(x, qkv_weight)
+        attended = attention(q, k, v, None, self.fused) if saved is None else replay_attention(q, k, v, saved)
+        return self.proj.apply(merge_heads(attended), proj_weight), attended
 
 
 class CrossAttention(nn.Cell):

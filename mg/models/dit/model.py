@@ -46,20 +46,22 @@ class TransformerBlock(nn.Cell):
         if self.checkpoint is not None:
             # copies of the inputs every block shares: in PyNative a tensor given to two cells with custom backwards
             # gets a wrong gradient (tests/dit/test_dit_model.py fails without them); one (B, N, D) copy per block
-            return self.checkpoint(x, pos * 1, modulation * 1, context * 1, context_mask, *self.weights())
-        return self.apply(x, pos, modulation, context, context_mask, *self.weights())
+            return self.checkpoint(x, pos * 1, modulation * 1, context * 1, context_mask, *self.weights())[0]
+        return self.apply(x, pos, modulation, context, context_mask, *self.weights())[0]
 
     def apply(self, x, pos, modulation, context, context_mask, attn_norm, qkv, attn_proj, cross_norm, cross_q,
-              cross_kv, cross_proj, ffn_norm, w13, w2, modulation_table):
+              cross_kv, cross_proj, ffn_norm, w13, w2, modulation_table, saved_attention=None):
+        """(output, the self-attention's result); see SelfAttention.apply for `saved_attention`."""
         x = x + pos
         mod = modulation + modulation_table.astype(modulation.dtype)
         shift_attn, scale_attn, gate_attn, shift_ffn, scale_ffn, gate_ffn = mint.chunk(mod, 6, dim=1)
         h = modulate(self.attn_norm.apply(x, attn_norm), shift_attn, scale_attn)
-        x = gated_add(x, gate_attn, self.attn.apply(h, qkv, attn_proj))
+        attn_out, attn_result = self.attn.apply(h, qkv, attn_proj, saved_attention)
+        x = gated_add(x, gate_attn, attn_out)
         x = x + self.cross_attn.apply(self.cross_norm.apply(x, cross_norm), context, context_mask, cross_q,
                                       cross_kv, cross_proj)
         h = modulate(self.ffn_norm.apply(x, ffn_norm), shift_ffn, scale_ffn)
-        return gated_add(x, gate_ffn, self.ffn.apply(h, w13, w2))
+        return gated_add(x, gate_ffn, self.ffn.apply(h, w13, w2)), attn_result
 
 
 class FinalLayer(nn.Cell):
