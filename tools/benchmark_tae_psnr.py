@@ -2,7 +2,7 @@
 often the toy world's pixel classifiers read the right colour, shape and direction back from the reconstructions
 (the most a DiT trained in this TAE's latent space can reach).
 
-    python tools/benchmark_tae_psnr.py --output_dir runs/tae_psnr [--steps N] [--shape_size 24]
+    python tools/benchmark_tae_psnr.py --output_dir runs/tae_psnr [--steps N] [--shape_size 24] [--tae_config F]
 
 Three steps, each the project's own tool: make the toy dataset (synthetic coloured shapes moving over a plain
 background; 4 colour/shape/direction combinations are held out of training), train the TAE with
@@ -43,19 +43,19 @@ def reconstruction_adherence(csv_path, samples_dir):
     return adherence(records)
 
 
-def main(output_dir: str = "runs/tae_psnr", steps: Optional[int] = None, config: str = "configs/tae/train_toy.yaml",
-         shape_size: Optional[int] = None):
-    """Make data (shapes `shape_size` px wide, default a quarter of the frame), train (`steps`, default the
-    config's), evaluate; prints the mean held-out PSNR and SSIM (also in <output_dir>/eval/metrics.csv) and the
-    adherence rates of the reconstructions. Steps already done in output_dir are kept (a finished TAE is only
-    evaluated)."""
+def main(output_dir: str = "runs/tae_psnr", steps: Optional[int] = None,
+         tae_config: str = "configs/tae/train_toy.yaml", shape_size: Optional[int] = None):
+    """Make data (shapes `shape_size` px wide, default a quarter of the frame), train with `tae_config` (`steps`,
+    default the config's), evaluate; prints the mean held-out PSNR and SSIM (also in <output_dir>/eval/metrics.csv)
+    and the adherence rates of the reconstructions. Steps already done in output_dir are kept (a finished TAE is only
+    evaluated). The option is not called --config: that name loads this tool's own options from a file."""
     out = Path(output_dir)
     data, tae = out / "data", out / "tae"
     if not (data / "heldout.csv").exists():
         _run(TOOLS / "make_toy_dataset.py", "--output_folder", data,
              *(["--shape_size", shape_size] if shape_size is not None else []))
     if not (tae / "tae.safetensors").exists():
-        _run(TOOLS / "train_tae.py", "--config", config, "--data.csv_path", data / "train.csv",
+        _run(TOOLS / "train_tae.py", "--config", tae_config, "--data.csv_path", data / "train.csv",
              "--data.video_folder", data, "--train.output_dir", tae,
              *(["--train.steps", steps] if steps is not None else []),
              *(["--train.resume", "latest"] if tae.exists() else []))

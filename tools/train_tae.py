@@ -5,10 +5,11 @@
 Batches: every `data.image_every`-th batch is an image batch (single frames; 1 image batch per 3 video batches by
 default), the others are video clips. Data comes from a CSV of videos (mg.data.VideoDataset, pixel mode; an image
 batch takes one random frame from each of `image_batch_size` clips) or, with `data.synthetic`, from generated
-moving-shape videos. Writes to `train.output_dir`: config.json, log.jsonl/log.csv/loss_curve.png,
-ckpt/step_*.safetensors (+ .json; model, optimizers, EMA, loader/RNG state) and, at the end, tae.safetensors
-(+ .json; EMA weights if EMA is on) for load_tae, with the latent scale and shift fitted on
-`train.latent_scale_batches` video batches.
+moving-shape videos. With `data.crop_size` every sample is cut to a random square window (each at its own place): a
+convolutional TAE learns from windows, and a step costs in proportion to its pixels. Writes to `train.output_dir`:
+config.json, log.jsonl/log.csv/loss_curve.png, ckpt/step_*.safetensors (+ .json; model, optimizers, EMA,
+loader/RNG state) and, at the end, tae.safetensors (+ .json; EMA weights if EMA is on) for load_tae, with the
+latent scale and shift fitted on `train.latent_scale_batches` whole-frame video batches.
 """
 import json
 import logging
@@ -60,6 +61,8 @@ class DataConfig:
     video_batch_size: int = 1
     image_batch_size: int = 4
     image_every: int = 4           # every n-th batch is an image batch (0: videos only)
+    crop_size: int = 0             # > 0: train on a random crop_size^2 window of each clip or image (a multiple
+                                   # of 8); the latent scale is still fitted on whole frames
     num_workers: int = 2
     seed: int = 42
 
@@ -88,6 +91,9 @@ class _Batches:
     """Endless video batches (from the CSV loader or synthetic) and image batches cut from them."""
 
     def __init__(self, data: DataConfig):
+        if data.crop_size and (data.crop_size % 8 or data.crop_size > min(data.height, data.width)):
+            raise ValueError(f"data.crop_size must be a multiple of 8 no larger than data.height and data.width "
+                             f"({data.height}x{data.width}), got {data.crop_size}")
         self.data = data
         self.rng = np.random.default_rng(data.seed)
         self.loader = None
@@ -116,9 +122,15 @@ class _Batches:
 
     def get(self, step):
         d = self.data
-        if d.image_every and step % d.image_every == d.image_every - 1:
-            return self._images()
-        return self.videos()
+        batch = self._images() if d.image_every and step % d.image_every == d.image_every - 1 else self.videos()
+        return self._crop(batch) if d.crop_size else batch
+
+    def _crop(self, batch):
+        """A random window of each sample, placed independently."""
+        size = self.data.crop_size
+        tops = self.rng.integers(0, batch.shape[-2] - size + 1, len(batch))
+        lefts = self.rng.integers(0, batch.shape[-1] - size + 1, len(batch))
+        return np.stack([clip[..., y:y + size, x:x + size] for clip, y, x in zip(batch, tops, lefts)])
 
     def _images(self):
         """One random frame from each of `image_batch_size` different clips. Distinct clips per step matter more than

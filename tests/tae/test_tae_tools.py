@@ -92,3 +92,23 @@ def test_learning_rate_warms_up_then_decays_to_min_lr(train_tae):
     assert train_tae._learning_rate(cosine, 100) == pytest.approx(0.1)       # the last step
     constant = train_tae.TrainConfig(steps=101, lr=1.0, min_lr=-1.0, warmup_steps=10)
     assert train_tae._learning_rate(constant, 100) == 1.0
+
+
+def test_crops_are_windows_of_each_sample_at_its_own_place(train_tae):
+    data = train_tae.DataConfig(synthetic=True, height=16, width=24, frames=2, video_batch_size=8,
+                                image_batch_size=8, image_every=2, crop_size=8)
+    batches = train_tae._Batches(data)
+    whole = np.arange(8 * 3 * 2 * 16 * 24, dtype=np.float32).reshape(8, 3, 2, 16, 24)
+    batches.videos = lambda: whole
+    crops = batches.get(0)
+    assert crops.shape == (8, 3, 2, 8, 8)
+    places = set()
+    for clip, crop in zip(whole, crops):
+        y, x = np.argwhere(clip[0, 0] == crop[0, 0, 0, 0])[0]
+        np.testing.assert_array_equal(crop, clip[..., y:y + 8, x:x + 8])
+        places.add((y, x))
+    assert len(places) > 1
+    assert batches.get(1).shape == (8, 3, 1, 8, 8)     # image batches are cropped too
+    for bad in (12, 24):                                 # not a multiple of 8; larger than the 16 px height
+        with pytest.raises(ValueError, match="data.crop_size"):
+            train_tae._Batches(train_tae.DataConfig(synthetic=True, height=16, width=24, crop_size=bad))
