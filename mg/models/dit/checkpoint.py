@@ -2,8 +2,8 @@
 
 On Ascend MindSpore's own `Cell.recompute()` is used. On CPU it has no effect under `ms.jit` (docs/performance.md),
 so `BlockCheckpoint` does it by hand: a custom backward that runs the block's forward again, from the inputs and
-the self-attention's result kept, and differentiates that. A custom backward may not read Parameters in graph mode, so the block's weights come in as
-inputs and the block computes from them (`TransformerBlock.apply`).
+the self-attention's result kept, and differentiates that. A custom backward may not read Parameters in graph mode,
+so the block's weights come in as inputs and the block computes from them (`TransformerBlock.apply`).
 """
 from mindspore import nn, ops
 
@@ -17,7 +17,7 @@ _DIFFERENTIABLE = (1, 2, 3, 4) + tuple(range(6, 17))
 class BlockCheckpoint(nn.Cell):
     """`TransformerBlock.apply`, keeping only its inputs and its self-attention's result for the backward.
 
-    That result (one (B, N, D) tensor per block) spares the recomputation the attention, which dominates long
+    That result (the size of the block's input) spares the recomputation the attention, which dominates long
     sequences; everything else (projections, norms, FFN, cross-attention) is computed again. `fn` is the bound
     method, not a sub-cell, so the block's parameters keep their names. The arguments are spelled out: under ms.jit a
     bprop cannot take *args, and a tuple of weights reaches a PyNative bprop flattened."""
