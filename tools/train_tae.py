@@ -5,11 +5,11 @@
 Batches: every `data.image_every`-th batch is an image batch (single frames; 1 image batch per 3 video batches by
 default), the others are video clips. Data comes from a CSV of videos (mg.data.VideoDataset, pixel mode; an image
 batch takes one random frame from each of `image_batch_size` clips) or, with `data.synthetic`, from generated
-moving-shape videos. With `data.crop_size` every sample is cut to a random square window (each at its own place): a
-convolutional TAE learns from windows, and a step costs in proportion to its pixels. Writes to `train.output_dir`:
-config.json, log.jsonl/log.csv/loss_curve.png, ckpt/step_*.safetensors (+ .json; model, optimizers, EMA,
-loader/RNG state) and, at the end, tae.safetensors (+ .json; EMA weights if EMA is on) for load_tae, with the
-latent scale and shift fitted on `train.latent_scale_batches` whole-frame video batches.
+moving-shape videos. With `data.crop_size` every sample is cut to a random square window (each at its own place),
+and a step costs in proportion to its pixels (on the toy world windows trained a worse TAE: docs/tae.md). Writes to
+`train.output_dir`: config.json, log.jsonl/log.csv/loss_curve.png, ckpt/step_*.safetensors (+ .json; model,
+optimizers, EMA, loader/RNG state) and, at the end, tae.safetensors (+ .json; EMA weights if EMA is on) for
+load_tae, with the latent scale and shift fitted on `train.latent_scale_batches` whole-frame video batches.
 """
 import json
 import logging
