@@ -14,8 +14,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from mindspore import Parameter, Tensor, mint, nn
+from mindspore import Parameter, Tensor, nn
 
+from mg.models.copying_views import split_equal
 from mg.models.dit.kernels import dense
 from mg.models.dit.layers import SelfAttention, split_heads
 from mg.parallel.collectives import (CopyAcross, GatherReplicated, GatherSharded, ScatterSum, SplitReplicated,
@@ -144,7 +145,7 @@ class ContextParallelSelfAttention(SelfAttention):
         self.gather_v = GatherSharded(cp_comm, 2)
 
     def heads(self, x, qkv_weight):
-        q, k, v = mint.chunk(self.qkv.apply(x, qkv_weight), 3, dim=-1)
+        q, k, v = split_equal(self.qkv.apply(x, qkv_weight), 3)
         q, k, v = split_heads(q, self.num_heads), split_heads(k, self.num_heads), split_heads(v, self.num_heads)
         return q, self.gather_k(k), self.gather_v(v)
 

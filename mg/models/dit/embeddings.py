@@ -6,6 +6,7 @@ import numpy as np
 from mindspore import Parameter, mint, nn
 from mindspore.common.initializer import HeUniform, Normal, Uniform, initializer
 
+from mg.models.copying_views import permute
 from mg.models.dit.kernels import dense, use_fused_kernels
 from mg.models.dit.layers import Linear
 
@@ -43,7 +44,7 @@ class PatchEmbed3D(nn.Cell):
     def construct(self, x):
         b, c, t, h, w = x.shape
         pt, ph, pw = self.patch_size
-        x = x.reshape(b, c, t // pt, pt, h // ph, ph, w // pw, pw).permute(0, 2, 4, 6, 1, 3, 5, 7)
+        x = permute(x.reshape(b, c, t // pt, pt, h // ph, ph, w // pw, pw), (0, 2, 4, 6, 1, 3, 5, 7))
         weight = self.proj.weight.reshape(self.proj.weight.shape[0], -1)
         return dense(x.reshape(b, -1, weight.shape[1]).astype(weight.dtype), weight, self.proj.bias, self.fused)
 
@@ -53,7 +54,7 @@ def unpatchify(tokens, grid, patch_size, channels):
     (gt, gh, gw), (pt, ph, pw) = grid, patch_size
     b = tokens.shape[0]
     x = tokens.reshape(b, gt, gh, gw, pt, ph, pw, channels)
-    x = x.permute(0, 7, 1, 4, 2, 5, 3, 6)
+    x = permute(x, (0, 7, 1, 4, 2, 5, 3, 6))
     return x.reshape(b, channels, gt * pt, gh * ph, gw * pw)
 
 

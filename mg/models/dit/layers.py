@@ -10,6 +10,7 @@ import mindspore as ms
 from mindspore import Parameter, mint, nn, ops
 from mindspore.common.initializer import Zero, initializer
 
+from mg.models.copying_views import permute, split_equal
 from mg.models.dit.kernels import RMSNormKernel, attention, dense, replay_attention, use_fused_kernels
 
 
@@ -51,13 +52,13 @@ class RMSNorm(nn.Cell):
 def split_heads(x, num_heads):
     """(B, N, H * Dh) -> (B, H, N, Dh)"""
     b, n, _ = x.shape
-    return mint.transpose(x.reshape(b, n, num_heads, -1), 1, 2)
+    return permute(x.reshape(b, n, num_heads, -1), (0, 2, 1, 3))
 
 
 def merge_heads(x):
     """(B, H, N, Dh) -> (B, N, H * Dh)"""
     b, _, n, _ = x.shape
-    return mint.transpose(x, 1, 2).reshape(b, n, -1)
+    return permute(x, (0, 2, 1, 3)).reshape(b, n, -1)
 
 
 class SelfAttention(nn.Cell):
@@ -77,7 +78,7 @@ class SelfAttention(nn.Cell):
 
     def heads(self, x, qkv_weight):
         """q, k, v as (B, H, N, Dh)."""
-        q, k, v = mint.chunk(self.qkv.apply(x, qkv_weight), 3, dim=-1)
+        q, k, v = split_equal(self.qkv.apply(x, qkv_weight), 3)
         return split_heads(q, self.num_heads), split_heads(k, self.num_heads), split_heads(v, self.num_heads)
 
     def apply(self, x, qkv_weight, proj_weight, saved=None):
@@ -108,7 +109,7 @@ class CrossAttention(nn.Cell):
 
     def apply(self, x, context, context_mask, q_weight, kv_weight, proj_weight):
         q = split_heads(self.q.apply(x, q_weight), self.num_heads)
-        k, v = mint.chunk(self.kv.apply(context, kv_weight), 2, dim=-1)
+        k, v = split_equal(self.kv.apply(context, kv_weight), 2)
         k, v = split_heads(k, self.num_heads), split_heads(v, self.num_heads)
         return self.proj.apply(merge_heads(attention(q, k, v, context_mask, self.fused)), proj_weight)
 
@@ -125,5 +126,5 @@ class SwiGLU(nn.Cell):
         return self.apply(x, self.w13.weight, self.w2.weight)
 
     def apply(self, x, w13_weight, w2_weight):
-        gate, up = mint.chunk(self.w13.apply(x, w13_weight), 2, dim=-1)
+        gate, up = split_equal(self.w13.apply(x, w13_weight), 2)
         return self.w2.apply(ops.silu(gate) * up, w2_weight)  # mint silu fails in a recomputed block under jit

@@ -11,6 +11,7 @@ import mindspore as ms
 from mindspore import Parameter, mint, nn
 from mindspore.common.initializer import Zero, initializer
 
+from mg.models.copying_views import split_equal
 from mg.models.dit.checkpoint import enable_recompute
 from mg.models.dit.config import DiTConfig
 from mg.models.dit.embeddings import (FactorizedPositionEmbedding, PatchEmbed3D, TextProjector, TimestepEmbedder,
@@ -54,7 +55,7 @@ class TransformerBlock(nn.Cell):
         """(output, the self-attention's result); see SelfAttention.apply for `saved_attention`."""
         x = x + pos
         mod = modulation + modulation_table.astype(modulation.dtype)
-        shift_attn, scale_attn, gate_attn, shift_ffn, scale_ffn, gate_ffn = mint.chunk(mod, 6, dim=1)
+        shift_attn, scale_attn, gate_attn, shift_ffn, scale_ffn, gate_ffn = split_equal(mod, 6, axis=1)
         h = modulate(self.attn_norm.apply(x, attn_norm), shift_attn, scale_attn)
         attn_out, attn_result = self.attn.apply(h, qkv, attn_proj, saved_attention)
         x = gated_add(x, gate_attn, attn_out)
@@ -74,7 +75,7 @@ class FinalLayer(nn.Cell):
         self.proj = zero_init_(Linear(dim, out_dim))
 
     def construct(self, x, t_emb):
-        shift, scale = mint.chunk(self.modulation(mint.nn.functional.silu(t_emb))[:, None, :], 2, dim=-1)
+        shift, scale = split_equal(self.modulation(mint.nn.functional.silu(t_emb))[:, None, :], 2)
         return self.proj(modulate(self.norm(x), shift, scale))
 
 

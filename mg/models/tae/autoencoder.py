@@ -17,6 +17,7 @@ import math
 import numpy as np
 from mindspore import Tensor, mint, nn, ops
 
+from mg.models.copying_views import split_equal
 from mg.models.tae.config import TAEConfig
 from mg.models.tae.conv import SpatialConv, to_channels_first, to_channels_last
 from mg.models.tae.layers import Conv25d, Downsample, GroupNorm, MidBlock, ResnetBlock, Upsample
@@ -140,7 +141,7 @@ class TemporalAutoencoder(nn.Cell):
             moments = mint.cat([self._encode_moments(x[:, :, s:s + step]) for s in range(0, x.shape[2], step)], dim=2)
         else:
             moments = self._encode_moments(x)
-        mean, logvar = mint.chunk(moments, 2, dim=1)
+        mean, logvar = split_equal(moments, 2, axis=1)
         return mean, mint.clamp(logvar, -30.0, 20.0)
 
     def _encode_moments(self, x):

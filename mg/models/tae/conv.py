@@ -18,17 +18,18 @@ import numpy as np
 from mindspore import Parameter, Tensor, mint, nn, ops
 from mindspore.common.initializer import HeUniform, Uniform, initializer
 
+from mg.models.copying_views import permute
 from mg.models.expand import expand
 
 
 def to_channels_last(x):
     """(B, C, T, H, W) -> (B, T, H, W, C)."""
-    return mint.permute(x, (0, 2, 3, 4, 1))
+    return permute(x, (0, 2, 3, 4, 1))
 
 
 def to_channels_first(x):
     """(B, T, H, W, C) -> (B, C, T, H, W)."""
-    return mint.permute(x, (0, 4, 1, 2, 3))
+    return permute(x, (0, 4, 1, 2, 3))
 
 
 class ConvGeometry:
@@ -200,7 +201,7 @@ class FusedConv3d(nn.Cell):
 
     def construct(self, x, weight, bias):
         geometry = self.geometry
-        x = mint.permute(x, (0, 4, 1, 2, 3))
+        x = permute(x, (0, 4, 1, 2, 3))
         for axis, factor in enumerate(geometry.upsample):
             if factor > 1:
                 x = ops.repeat_interleave(x, factor, axis=axis + 2)
@@ -209,7 +210,7 @@ class FusedConv3d(nn.Cell):
             pads[4 - 2 * axis:6 - 2 * axis] = geometry.padding[2 * axis:2 * axis + 2]
             if any(pads):
                 x = ops.pad(x, tuple(pads), mode="replicate" if replicate else "constant")
-        out = mint.permute(ops.conv3d(x, weight, stride=geometry.stride, pad_mode="valid"), (0, 2, 3, 4, 1))
+        out = permute(ops.conv3d(x, weight, stride=geometry.stride, pad_mode="valid"), (0, 2, 3, 4, 1))
         if bias is not None:
             out = out + bias
         return out

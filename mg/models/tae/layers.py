@@ -10,6 +10,7 @@ import mindspore as ms
 import numpy as np
 from mindspore import Parameter, Tensor, mint, nn
 
+from mg.models.copying_views import permute
 from mg.models.expand import expand
 from mg.models.tae.conv import SpatialConv, TemporalConv
 
@@ -103,7 +104,7 @@ class ResnetBlock(nn.Cell):
 
 def _attention(q, k, v):
     """Single-head softmax attention over the middle axis of (N, L, C) tensors, in fp32."""
-    scores = mint.matmul(q, mint.transpose(k, 1, 2)) * (1.0 / math.sqrt(q.shape[-1]))
+    scores = mint.matmul(q, permute(k, (0, 2, 1))) * (1.0 / math.sqrt(q.shape[-1]))
     return mint.matmul(mint.softmax(scores.astype(ms.float32), dim=-1).astype(v.dtype), v)
 
 
@@ -141,12 +142,12 @@ class TemporalAttention(nn.Cell):
 
     def construct(self, x):
         b, t, h, w, c = x.shape
-        tokens = mint.permute(x, (0, 2, 3, 1, 4)).reshape(b * h * w, t, c)
+        tokens = permute(x, (0, 2, 3, 1, 4)).reshape(b * h * w, t, c)
         mean = tokens.mean(axis=-1, keep_dims=True)
         var = ((tokens - mean) ** 2).mean(axis=-1, keep_dims=True)
         normed = (tokens - mean) * mint.rsqrt(var + 1e-6) * self.norm_weight + self.norm_bias
         out = self.to_out(_attention(self.to_q(normed), self.to_k(normed), self.to_v(normed)))
-        return x + mint.permute(out.reshape(b, h, w, t, c), (0, 3, 1, 2, 4))
+        return x + permute(out.reshape(b, h, w, t, c), (0, 3, 1, 2, 4))
 
 
 class Downsample(nn.Cell):

@@ -7,6 +7,7 @@ import mindspore as ms
 from mindspore import Parameter, Tensor, mint, nn, ops
 from mindspore.common.initializer import initializer
 
+from mg.models.copying_views import permute
 # Additive mask value: large enough that exp() underflows to exactly 0, small enough that adding two never overflows.
 MASK_VALUE = -1e9
 
@@ -73,13 +74,13 @@ class RMSNorm(nn.Cell):
 def split_heads(x: Tensor, num_heads: int) -> Tensor:
     """(B, L, H*D) -> (B, H, L, D)."""
     b, n, _ = x.shape
-    return mint.transpose(x.reshape(b, n, num_heads, -1), 1, 2)
+    return permute(x.reshape(b, n, num_heads, -1), (0, 2, 1, 3))
 
 
 def merge_heads(x: Tensor) -> Tensor:
     """(B, H, L, D) -> (B, L, H*D)."""
     b, h, n, d = x.shape
-    return mint.transpose(x, 1, 2).reshape(b, n, h * d)
+    return permute(x, (0, 2, 1, 3)).reshape(b, n, h * d)
 
 
 def attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, scale: float) -> Tensor:
@@ -87,7 +88,7 @@ def attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, scale: float) -> Te
 
     `bias` broadcasts to (B, H, Lq, Lk) and carries masks (MASK_VALUE) and T5's relative position bias.
     """
-    scores = mint.matmul(q.astype(ms.float32), mint.transpose(k.astype(ms.float32), -1, -2))
+    scores = mint.matmul(q.astype(ms.float32), permute(k.astype(ms.float32), (0, 1, 3, 2)))
     if scale != 1.0:
         scores = scores * scale
     probs = mint.softmax(scores + bias, dim=-1).astype(v.dtype)

@@ -11,6 +11,7 @@ import mindspore as ms
 import numpy as np
 from mindspore import Tensor, mint, nn
 
+from mg.models.copying_views import permute
 from .layers import Embedding, RMSNorm, activation, attention, merge_heads, padding_bias, split_heads
 
 
@@ -88,7 +89,7 @@ class T5Attention(nn.Cell):
             length, self.cfg.relative_attention_num_buckets, self.cfg.relative_attention_max_distance
         )
         values = self.relative_attention_bias(Tensor(buckets))  # (L, L, H)
-        return mint.permute(values, (2, 0, 1)).unsqueeze(0)
+        return permute(values, (2, 0, 1)).unsqueeze(0)
 
     def construct(self, x: Tensor, bias: Tensor) -> Tensor:
         h = self.cfg.num_heads
