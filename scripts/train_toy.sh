@@ -7,8 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN=${RUN:-runs/toy}
 EXPORT=${EXPORT:-checkpoints/toy}
-# 700 TAE steps: 27 min on an idle 2-core CPU, half of the whole script's 54.5 min; the config's 1000 steps (30.5 dB
-# PSNR on 16 px shapes, tools/benchmark_tae_psnr.py) would add ~11 min
+# 700 TAE steps: 14.7 min on an idle 2-core CPU, over half of the whole script's 27 min; the config's 1000 steps
+# (30.5 dB PSNR on 16 px shapes, tools/benchmark_tae_psnr.py) add ~4.5 min and did not follow prompts better (README)
 TAE_STEPS=${TAE_STEPS:-700}
 # 24 px shapes (3 latent pixels) rather than the default 16: a TAE this short reconstructs their shape, 16 px ones blur
 SHAPE_SIZE=${SHAPE_SIZE:-24}
