@@ -25,12 +25,13 @@ from typing import List
 import numpy as np
 from jsonargparse import CLI
 
-# name -> DiTConfig fields: the toy model, a 4-layer d=512 model (and a 16-layer one, where activations rather than
-# the process dominate peak memory, for recompute), one block of the 1B preset
+# name -> DiTConfig fields: the toy model, a 4-layer d=512 model (and 16- and 32-layer ones, where activations rather
+# than the process make most of the peak memory, for recompute), one block of the 1B preset
 MODELS = {
     "toy": dict(preset="toy"),
     "d512x4": dict(preset="tiny", depth=4, dim=512, ffn_dim=1408, num_heads=8),
     "d512x16": dict(preset="tiny", depth=16, dim=512, ffn_dim=1408, num_heads=8),
+    "d512x32": dict(preset="tiny", depth=32, dim=512, ffn_dim=1408, num_heads=8),
     "1B-block": dict(preset="1B", depth=1),
 }
 TEXT_TOKENS, TEXT_WIDTH = 64, 256
@@ -169,7 +170,7 @@ def run_worker(task):
 def main(models: List[str] = ("toy", "d512x4", "1B-block"), tokens: List[int] = (256, 1024, 2048, 4096, 8192),
          modes: List[str] = ("pynative", "graph"), recompute: bool = True, steps: int = 5, warmup: int = 2,
          tae_frames: List[int] = (17, 64), profile: bool = False, output_dir: str = "benchmark"):
-    """models: of {toy, d512x4, d512x16, 1B-block}; tokens: video tokens per sample (batch 1, 64 text tokens);
+    """models: of {toy, d512x4, d512x16, d512x32, 1B-block}; tokens: video tokens per sample (batch 1, 64 text tokens);
     recompute: also measure each mode with recompute of every block; tae_frames: video lengths for the TAE rows
     (64x64, tiled and untiled; empty to skip); profile: one more graph-mode step (no recompute) per model and
     length runs under MindSpore's profiler, and the report lists its kernel time by op type."""
