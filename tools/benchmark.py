@@ -11,7 +11,7 @@ with and without CFG; the toy world's TAE (preset small, base 16) is timed encod
 tiled and untiled.
 Writes benchmark.md (tables) and step_time_vs_tokens.png into --output_dir and prints the tables.
 """
-import mg  # noqa: F401  (quiet MindSpore logging)
+import mg  # noqa: F401  (MindSpore's defaults: quiet logging, dispatch on the caller's thread off Ascend)
 
 import json
 import resource
@@ -106,9 +106,10 @@ def measure_train(model, tokens, mode, recompute, steps, warmup, profile=False):
     flops = training_flops(net.config, 1, tokens, {"ul2": TEXT_TOKENS})
     rss = peak_rss_mib()
     op_times = op_type_times(run)[:PROFILE_TOP] if profile else []
-    return {"op_times": op_times, "first_call_s": first, "step_s": median, "step_min_s": min(times), "step_max_s": max(times),
-            "tokens_per_s": tokens / median, "tflop_per_step": flops / 1e12, "gflops": flops / median / 1e9,
-            "attention_share": _attention_share(net.config, tokens), "peak_rss_mib": rss}
+    return {"op_times": op_times, "first_call_s": first, "step_s": median, "step_min_s": min(times),
+            "step_max_s": max(times), "tokens_per_s": tokens / median, "tflop_per_step": flops / 1e12,
+            "gflops": flops / median / 1e9, "attention_share": _attention_share(net.config, tokens),
+            "peak_rss_mib": rss}
 
 
 def _attention_share(config, tokens):
@@ -170,8 +171,8 @@ def run_worker(task):
 def main(models: List[str] = ("toy", "d512x4", "1B-block"), tokens: List[int] = (256, 1024, 2048, 4096, 8192),
          modes: List[str] = ("pynative", "graph"), recompute: bool = True, steps: int = 5, warmup: int = 2,
          tae_frames: List[int] = (17, 64), profile: bool = False, output_dir: str = "benchmark"):
-    """models: of {toy, d512x4, d512x16, d512x32, 1B-block}; tokens: video tokens per sample (batch 1, 64 text tokens);
-    recompute: also measure each mode with recompute of every block; tae_frames: video lengths for the TAE rows
+    """models: of {toy, d512x4, d512x16, d512x32, 1B-block}; tokens: video tokens per sample (batch 1, 64 text
+    tokens); recompute: also measure each mode with recompute of every block; tae_frames: video lengths for the TAE rows
     (64x64, tiled and untiled; empty to skip); profile: one more graph-mode step (no recompute) per model and
     length runs under MindSpore's profiler, and the report lists its kernel time by op type."""
     unknown = sorted(set(models) - set(MODELS))
