@@ -169,12 +169,13 @@ def run_worker(task):
 
 
 def main(models: List[str] = ("toy", "d512x4", "1B-block"), tokens: List[int] = (256, 1024, 2048, 4096, 8192),
-         modes: List[str] = ("pynative", "graph"), recompute: bool = True, steps: int = 5, warmup: int = 2,
+         modes: List[str] = ("pynative", "graph"), recompute: bool = True, steps: int = 5, warmup: int = 5,
          tae_frames: List[int] = (17, 64), profile: bool = False, output_dir: str = "benchmark"):
     """models: of {toy, d512x4, d512x16, d512x32, 1B-block}; tokens: video tokens per sample (batch 1, 64 text
-    tokens); recompute: also measure each mode with recompute of every block; tae_frames: video lengths for the TAE rows
-    (64x64, tiled and untiled; empty to skip); profile: one more graph-mode step (no recompute) per model and
-    length runs under MindSpore's profiler, and the report lists its kernel time by op type."""
+    tokens); warmup: untimed steps after the first call (a compiled step settles after ~5 calls here, the ones
+    before ~20% slower); recompute: also measure each mode with recompute of every block; tae_frames: video lengths
+    for the TAE rows (64x64, tiled and untiled; empty to skip); profile: one more graph-mode step (no recompute) per
+    model and length runs under MindSpore's profiler, and the report lists its kernel time by op type."""
     unknown = sorted(set(models) - set(MODELS))
     if unknown:
         raise SystemExit(f"--models: unknown {unknown}; choose from {sorted(MODELS)}")

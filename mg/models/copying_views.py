@@ -4,8 +4,8 @@
 view is then made contiguous by a generic element-by-element copy, which took a third of the toy model's compiled
 train step (perf) and is 3x slower than the Transpose kernel: 20 (1, 1024, 12, 32) transposes took 63 ms through
 `mint.transpose`, 22 ms through `ops.transpose`; 20 three-way splits of (1, 1024, 384) 15 ms through `mint.chunk`,
-7.4 ms through `ops.split` (docs/performance.md). The models use these two functions instead, except for the DiT's
-attention heads, which stay views to save memory (mg/models/dit/layers.py).
+7.4 ms through `ops.split` (docs/performance.md). The models use these two functions instead. (The DiT's attention
+heads need neither: mg/models/dit/kernels.py projects straight into the layout its attention takes.)
 """
 from mindspore import ops
 

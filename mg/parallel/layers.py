@@ -16,9 +16,8 @@ import math
 import numpy as np
 from mindspore import Parameter, Tensor, nn
 
-from mg.models.copying_views import split_equal
-from mg.models.dit.kernels import dense
-from mg.models.dit.layers import SelfAttention, split_heads
+from mg.models.dit.kernels import FROM_FEATURE_MAJOR, ROWS, TO_FEATURE_MAJOR, TOKEN_AXIS, dense, project_heads
+from mg.models.dit.layers import SelfAttention
 from mg.parallel.collectives import (CopyAcross, GatherReplicated, GatherSharded, ScatterSum, SplitReplicated,
                                      SumAcross)
 
@@ -117,16 +116,21 @@ class ParallelLinear(nn.Cell):
     def construct(self, x):
         return self.apply(x, self.weight, self.bias)
 
-    def apply(self, x, weight, bias=None):
-        """`weight` is this rank's piece (its flat ZeRO-3 slice when sliced), like the `weight` Parameter."""
+    def apply(self, x, weight, bias=None, layout=ROWS):
+        """`weight` is this rank's piece (its flat ZeRO-3 slice when sliced), like the `weight` Parameter;
+        `layout` as in kernels.dense. The collectives act on token rows: a column layer's input and a row layer's
+        output are rows whatever the layout."""
+        if (self.enter is not None and layout == FROM_FEATURE_MAJOR) or (
+                self.leave is not None and layout == TO_FEATURE_MAJOR):
+            raise ValueError(f"a {self.mode}-parallel linear cannot take layout {layout!r}")
         weight = self.zero_gather(weight) if self.zero else weight
         if self.enter is not None:
             x = self.enter(x)
-        y = dense(x, weight.astype(x.dtype), None, self.fused)
+        y = dense(x, weight.astype(x.dtype), None, self.fused, layout)
         if self.leave is not None:
             y = self.leave(y)
         if bias is not None:
-            y = y + bias.astype(x.dtype)
+            y = y + (bias.reshape(-1, 1) if layout == TO_FEATURE_MAJOR else bias).astype(x.dtype)
         return y
 
 
@@ -141,12 +145,11 @@ class ContextParallelSelfAttention(SelfAttention):
         self.qkv = attn.qkv
         self.proj = attn.proj
         self.fused = attn.fused
-        self.gather_k = GatherSharded(cp_comm, 2)  # (B, H, N, Dh): tokens on axis 2
-        self.gather_v = GatherSharded(cp_comm, 2)
+        self.gather_k = GatherSharded(cp_comm, TOKEN_AXIS[attn.fused])
+        self.gather_v = GatherSharded(cp_comm, TOKEN_AXIS[attn.fused])
 
     def heads(self, x, qkv_weight):
-        q, k, v = split_equal(self.qkv.apply(x, qkv_weight), 3)
-        q, k, v = split_heads(q, self.num_heads), split_heads(k, self.num_heads), split_heads(v, self.num_heads)
+        q, k, v = project_heads(self.qkv, x, qkv_weight, 3, self.num_heads, self.fused)
         return q, self.gather_k(k), self.gather_v(v)
 
 

@@ -10,23 +10,17 @@ from dit.helpers import random_model, text_inputs
 
 def test_formula_matches_the_executed_matmul_shapes(monkeypatch):
     counted = []
-    real_mm_nt, real_bmm, real_bmm_nt = kernels._MM_NT, kernels._BMM, kernels._BMM_NT
 
-    def mm_nt(a, b):  # projections: rows (M, I) @ weight (O, I)^T
-        counted.append(2 * int(np.prod(a.shape)) * b.shape[0])
-        return real_mm_nt(a, b)
+    def counting(op):
+        def run(a, b):  # 2 x (output elements) x (contracted length)
+            out = op(a, b)
+            contracted = a.shape[-2] if op.transpose_a else a.shape[-1]
+            counted.append(2 * int(np.prod(out.shape)) * contracted)
+            return out
+        return run
 
-    def bmm(a, b):  # a @ b
-        counted.append(2 * int(np.prod(a.shape)) * b.shape[-1])
-        return real_bmm(a, b)
-
-    def bmm_nt(a, b):  # a @ b^T
-        counted.append(2 * int(np.prod(a.shape)) * b.shape[-2])
-        return real_bmm_nt(a, b)
-
-    monkeypatch.setattr(kernels, "_MM_NT", mm_nt)
-    monkeypatch.setattr(kernels, "_BMM", bmm)
-    monkeypatch.setattr(kernels, "_BMM_NT", bmm_nt)
+    for name in ("_MM", "_MM_NT", "_MM_TN", "_BMM", "_BMM_NT", "_BMM_TN", "_BMM_TT"):
+        monkeypatch.setattr(kernels, name, counting(getattr(kernels, name)))
 
     model = random_model()
     rng = np.random.default_rng(0)

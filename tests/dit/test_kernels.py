@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from mg.models.dit import kernels
-from mg.models.dit.kernels import RMSNormKernel, attention, dense, gated_add, modulate, use_fused_kernels
+from mg.models.dit.kernels import (FROM_FEATURE_MAJOR, TO_FEATURE_MAJOR, RMSNormKernel, attention, dense, gated_add,
+                                   modulate, use_fused_kernels)
 from mg.models.expand import expand
 
 
@@ -18,6 +19,7 @@ def test_current_cpu_context_uses_the_plain_path():
 
 
 def numpy_attention(q, k, v, mask):
+    """q (B, H, N, Dh), k and v (B, H, L, Dh): the textbook layout."""
     scores = q @ np.swapaxes(k, -1, -2) / np.sqrt(q.shape[-1])
     if mask is not None:
         scores = np.where(mask[:, None, None, :] > 0, scores, -np.inf)
@@ -27,22 +29,28 @@ def numpy_attention(q, k, v, mask):
     return weights @ v
 
 
+def plain_layout(x):
+    """(B, H, N, Dh) <-> (B, H, Dh, N), the plain path's layout."""
+    return np.swapaxes(x, -1, -2)
+
+
 def test_attention_matches_numpy_with_and_without_key_padding():
     rng = np.random.default_rng(0)
     q, k, v = (rng.standard_normal((2, 3, n, 8)).astype(np.float32) for n in (5, 7, 7))
     mask = np.array([[1, 1, 1, 0, 0, 0, 0], [1, 1, 1, 1, 1, 1, 0]], np.float32)
     for m in (None, mask):
-        out = attention(ms.Tensor(q), ms.Tensor(k), ms.Tensor(v), None if m is None else ms.Tensor(m), fused=False)
-        np.testing.assert_allclose(out.asnumpy(), numpy_attention(q, k, v, m), rtol=1e-5, atol=1e-5)
+        out = attention(*(ms.Tensor(plain_layout(t)) for t in (q, k, v)), None if m is None else ms.Tensor(m), 3,
+                        fused=False)
+        np.testing.assert_allclose(plain_layout(out.asnumpy()), numpy_attention(q, k, v, m), rtol=1e-5, atol=1e-5)
 
 
 def test_attention_over_only_padding_returns_zeros():
     rng = np.random.default_rng(0)
-    q, k, v = (rng.standard_normal((2, 2, 3, 4)).astype(np.float32) for _ in range(3))
+    q, k, v = (rng.standard_normal((2, 2, 4, 3)).astype(np.float32) for _ in range(3))  # (B, H, Dh, N)
     mask = np.array([[0, 0, 0], [1, 0, 0]], np.float32)
-    out = attention(ms.Tensor(q), ms.Tensor(k), ms.Tensor(v), ms.Tensor(mask), fused=False).asnumpy()
+    out = attention(ms.Tensor(q), ms.Tensor(k), ms.Tensor(v), ms.Tensor(mask), 2, fused=False).asnumpy()
     assert np.abs(out[0]).max() == 0.0
-    np.testing.assert_allclose(out[1], np.broadcast_to(v[1, :, :1, :], out[1].shape), rtol=1e-6)
+    np.testing.assert_allclose(out[1], np.broadcast_to(v[1, :, :, :1], out[1].shape), rtol=1e-6)
 
 
 def test_rms_norm_matches_numpy():
@@ -55,11 +63,12 @@ def test_rms_norm_matches_numpy():
 
 
 def autodiff_attention(q, k, v, mask):
-    """The plain formula, differentiated by MindSpore's autodiff: the reference for the hand-written backward."""
-    scores = mint.matmul(q, mint.transpose(k, -1, -2)) * q.shape[-1] ** -0.5
+    """The plain formula on (B, H, Dh, N) heads, differentiated by MindSpore's autodiff: the reference for the
+    hand-written backward."""
+    scores = mint.matmul(mint.transpose(q, -1, -2), k) * q.shape[-2] ** -0.5
     if mask is not None:
         scores = scores + ((1.0 - mask) * -1e9)[:, None, None, :]
-    out = mint.matmul(mint.softmax(scores, dim=-1), v)
+    out = mint.matmul(v, mint.transpose(mint.softmax(scores, dim=-1), -1, -2))
     if mask is not None:
         out = out * (mask.sum(axis=-1) > 0).astype(out.dtype)[:, None, None, None]
     return out
@@ -75,7 +84,7 @@ def attention_gradients(fn, q, k, v, mask, cotangent, jit):
 
 
 def plain_attention(q, k, v, mask):
-    return attention(q, k, v, mask, fused=False)
+    return attention(q, k, v, mask, q.shape[1], fused=False)
 
 
 @pytest.mark.parametrize("jit", [False, True])
@@ -85,8 +94,8 @@ def test_attention_backward_matches_autodiff(jit, masked, chunked, monkeypatch):
     if chunked:  # 2 queries per chunk: the 6 queries run as 3 chunks, forward and backward
         monkeypatch.setattr(kernels, "CHUNK_SCORES", 2 * 3 * 5 * 2)
     rng = np.random.default_rng(1)
-    q, k, v = (ms.Tensor(rng.standard_normal((2, 3, n, 8)).astype(np.float32)) for n in (6, 5, 5))
-    cotangent = ms.Tensor(rng.standard_normal((2, 3, 6, 8)).astype(np.float32))
+    q, k, v = (ms.Tensor(rng.standard_normal((2, 3, 8, n)).astype(np.float32)) for n in (6, 5, 5))
+    cotangent = ms.Tensor(rng.standard_normal((2, 3, 8, 6)).astype(np.float32))
     # second sample: every key is padding, so its output and every gradient through it is zero
     mask = ms.Tensor(np.array([[1, 1, 1, 0, 0], [0, 0, 0, 0, 0]], np.float32)) if masked else None
     ours = attention_gradients(plain_attention, q, k, v, mask, cotangent, jit)
@@ -98,7 +107,7 @@ def test_attention_backward_matches_autodiff(jit, masked, chunked, monkeypatch):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5, err_msg=f"d{name}")
     if masked:
         assert all(np.abs(g[1]).max() == 0.0 for g in ours)
-        assert np.abs(ours[1][0, :, 3:]).max() == 0.0  # padded keys get no gradient
+        assert np.abs(ours[1][0, ..., 3:]).max() == 0.0  # padded keys get no gradient
 
 
 def autodiff_rms_norm(x, w):
@@ -115,6 +124,22 @@ def plain_dense(x, w, b):
 
 def autodiff_dense(x, w, b):
     return mint.matmul(x, w.T) + b
+
+
+def plain_dense_to_feature_major(x, w):
+    return dense(x, w, None, fused=False, layout=TO_FEATURE_MAJOR)
+
+
+def autodiff_dense_to_feature_major(x, w):
+    return mint.transpose(mint.matmul(x, w.T), 1, 2)
+
+
+def plain_dense_from_feature_major(x, w, b):
+    return dense(x, w, b, fused=False, layout=FROM_FEATURE_MAJOR)
+
+
+def autodiff_dense_from_feature_major(x, w, b):
+    return mint.matmul(mint.transpose(x, 1, 2), w.T) + b
 
 
 def autodiff_modulate(x, shift, scale):
@@ -138,6 +163,8 @@ def gradients(fn, inputs, cotangent, jit):
 @pytest.mark.parametrize("ours, reference, shapes", [
     (plain_rms_norm, autodiff_rms_norm, [(2, 5, 16), (16,)]),
     (plain_dense, autodiff_dense, [(2, 5, 16), (8, 16), (8,)]),
+    (plain_dense_to_feature_major, autodiff_dense_to_feature_major, [(2, 5, 16), (8, 16)]),
+    (plain_dense_from_feature_major, autodiff_dense_from_feature_major, [(2, 16, 5), (8, 16), (8,)]),
     (modulate, autodiff_modulate, [(2, 5, 16), (2, 1, 16), (2, 1, 16)]),
     (gated_add, autodiff_gated_add, [(2, 5, 16), (2, 1, 16), (2, 5, 16)]),
 ])

@@ -4,19 +4,27 @@ On Ascend, flash attention (`ops.flash_attention_score`), the fused RMSNorm (`op
 are used. Elsewhere (CPU, where those kernels do not exist) the same arithmetic is written with MindSpore
 matmul/softmax/rsqrt. Both paths keep softmax and normalisation statistics in fp32 when activations are bf16.
 
+The two paths lay attention's heads out differently, each so that no transpose is needed (`HEADS_LAYOUT`): the
+fused kernel takes (B, N, H * Dh) rows, the projections' own output (BSH); the plain path takes (B, H, Dh, N), each
+head's features before its tokens, which the q/k/v projection writes directly as w x^T and the output projection
+reads as a transposed operand. (Splitting rows into (B, H, N, Dh) heads took a transpose or a strided view per
+tensor, and under ms.jit on CPU a view is copied element by element: 21% of d512x4's compiled step.)
+
 The plain path has hand-written backwards, because autodiff's on CPU spends much of a step on memory-bound kernels
 (docs/performance.md has the profiles and the before/after figures):
 - attention (FlashAttention's backward, tiled over queries only): the probabilities are recomputed from q and k; the
   softmax gradient uses delta = rowsum(dO * O), a reduction over head_dim instead of over the keys, folded into the
   dP matmul; every product is a batched matmul with transposed operands. No (N, L) transpose, row-sum or
   subtraction is materialised and the probabilities are not kept for the backward;
-- dense layers: the weight gradient dy^T x as a transposed-operand matmul instead of Transpose + MatMul;
+- dense layers: the weight gradient dy^T x as a transposed-operand matmul instead of Transpose + MatMul, and the
+  feature-major projections' gradients likewise;
 - RMSNorm, adaLN modulation and gated residuals: closed forms, with sums over tokens as ones-row matmuls (CPU
   ReduceSum over a middle or leading axis is slow).
 """
 import mindspore as ms
 from mindspore import mint, nn, ops
 
+from mg.models.copying_views import split_equal
 from mg.models.expand import expand
 
 FUSED_DEVICES = ("Ascend",)
@@ -27,6 +35,7 @@ _MM_TN = ops.MatMul(transpose_a=True)  # a^T @ b
 _BMM = ops.BatchMatMul()
 _BMM_NT = ops.BatchMatMul(transpose_b=True)
 _BMM_TN = ops.BatchMatMul(transpose_a=True)
+_BMM_TT = ops.BatchMatMul(transpose_a=True, transpose_b=True)
 ZEROS_LIKE = ops.ZerosLike()  # not ops.zeros_like, a Python function: see _chunk_grads
 
 
@@ -48,14 +57,56 @@ class _RowsLinear(nn.Cell):
         return _MM(dout, w), _MM_TN(dout, x)
 
 
+def _per_sample(w, batch):
+    return ops.broadcast_to(w, (batch, *w.shape))
+
+
+def _sum_samples(g):
+    """(B, O, I) -> (O, I) as a ones-row matmul (CPU ReduceSum over a leading axis is slow)."""
+    return _MM(mint.ones((1, g.shape[0]), dtype=g.dtype), g.reshape(g.shape[0], -1)).reshape(g.shape[1:])
+
+
+class _ToFeatureMajor(nn.Cell):
+    """x (B, N, I), w (O, I) -> w x^T (B, O, N): a projection whose output has the features before the tokens."""
+
+    def construct(self, x, w):
+        return _BMM_NT(_per_sample(w, x.shape[0]), x)
+
+    def bprop(self, x, w, out, dout):
+        return _BMM_TN(dout, _per_sample(w, x.shape[0])), _sum_samples(_BMM(dout, x))
+
+
+class _FromFeatureMajor(nn.Cell):
+    """xf (B, I, N), w (O, I) -> xf^T w^T (B, N, O): a projection of features-before-tokens input to rows."""
+
+    def construct(self, xf, w):
+        return _BMM_TT(xf, _per_sample(w, xf.shape[0]))
+
+    def bprop(self, xf, w, out, dout):
+        return _BMM_TT(_per_sample(w, xf.shape[0]), dout), _sum_samples(_BMM_TT(dout, xf))
+
+
 _PLAIN_LINEAR = _RowsLinear()
+_TO_FEATURE_MAJOR = _ToFeatureMajor()
+_FROM_FEATURE_MAJOR = _FromFeatureMajor()
+
+# the layouts of `dense`
+ROWS = "rows"                              # x (..., I) -> (..., O)
+TO_FEATURE_MAJOR = "to_feature_major"      # x (B, N, I) -> (B, O, N), plain path only
+FROM_FEATURE_MAJOR = "from_feature_major"  # x (B, I, N) -> (B, N, O), plain path only
 
 
-def dense(x, weight, bias, fused):
-    """x (..., I) @ weight (O, I)^T + bias (O,) or no bias, in the dtypes given."""
-    if fused:
+def dense(x, weight, bias, fused, layout=ROWS):
+    """x @ weight (O, I)^T + bias (O,) or no bias, in the dtypes given; `layout` says where the features are."""
+    if layout == TO_FEATURE_MAJOR:
+        out = _TO_FEATURE_MAJOR(x, weight)
+        return out if bias is None else out + expand(bias.reshape(-1, 1), out.shape)
+    if layout == FROM_FEATURE_MAJOR:
+        out = _FROM_FEATURE_MAJOR(x, weight)
+    elif fused:
         return mint.nn.functional.linear(x, weight, bias)
-    out = _PLAIN_LINEAR(x.reshape(-1, x.shape[-1]), weight).reshape(*x.shape[:-1], weight.shape[0])
+    else:
+        out = _PLAIN_LINEAR(x.reshape(-1, x.shape[-1]), weight).reshape(*x.shape[:-1], weight.shape[0])
     return out if bias is None else out + expand(bias, out.shape)
 
 
@@ -142,11 +193,37 @@ def gated_add(x, gate, y):
 # leaner at 4096 tokens and heavier at 8192 in the training step (docs/performance.md), so this stays
 CHUNK_SCORES = 2 ** 25
 
+# How attention's q, k, v and output are laid out on each path (module docstring), and where their tokens are
+HEADS_LAYOUT = {True: "(B, N, H * Dh)", False: "(B, H, Dh, N)"}
+TOKEN_AXIS = {True: 1, False: 3}
+
+
+def project_heads(linear, x, weight, parts, num_heads, fused):
+    """The `parts` equal outputs of projection `linear` (a `Linear` or its parallel version) of tokens x
+    (B, N, D), such as q, k, v, as attention inputs in the path's layout (`HEADS_LAYOUT`)."""
+    if fused:
+        out = linear.apply(x, weight)
+        axis = -1
+    else:
+        out = linear.apply(x, weight, layout=TO_FEATURE_MAJOR)
+        b, _, n = out.shape
+        out = out.reshape(b, parts * num_heads, -1, n)
+        axis = 1
+    return (out,) if parts == 1 else split_equal(out, parts, axis)
+
+
+def project_attended(linear, attended, weight, fused):
+    """Projection `linear` of attention's output (in the path's layout) to token rows (B, N, D_out)."""
+    if fused:
+        return linear.apply(attended, weight)
+    b, h, head_dim, n = attended.shape
+    return linear.apply(attended.reshape(b, h * head_dim, n), weight, layout=FROM_FEATURE_MAJOR)
+
 
 @ms.constexpr
 def _query_chunks(q_shape, keys):
     """(start, stop) of the query chunks; the softmax of each is complete (every chunk sees all keys)."""
-    b, h, n, _ = q_shape
+    b, h, _, n = q_shape
     rows = CHUNK_SCORES // (b * h * keys)
     rows = rows if rows > 0 else 1  # no min/max/generators: this runs inside compiled graphs too
     chunks = []
@@ -156,71 +233,74 @@ def _query_chunks(q_shape, keys):
 
 
 def _probabilities(q, k, bias):
-    """softmax(q k^T + bias) in fp32; q is already scaled."""
-    scores = _BMM_NT(q, k).astype(ms.float32)
+    """softmax(q^T k + bias) (B, H, N, L) in fp32 for q (B, H, Dh, N), already scaled, and k (B, H, Dh, L)."""
+    scores = _BMM_TN(q, k).astype(ms.float32)
     if bias is not None:
         scores = scores + expand(bias, scores.shape)
     return mint.softmax(scores, dim=-1)
 
 
 def _chunk_out(q, k, v, bias):
-    return _BMM(_probabilities(q, k, bias).astype(v.dtype), v)
+    return _BMM_NT(v, _probabilities(q, k, bias).astype(v.dtype))
 
 
 def _attention_out(q, k, v, bias):
-    """softmax(q k^T + bias) v, chunk by chunk; each chunk waits for the previous one's output (ops.depend), so a
-    compiled graph does not run them side by side with all their score matrices alive."""
-    chunks = _query_chunks(q.shape, k.shape[2])
+    """v softmax(q^T k + bias)^T, chunk by chunk of queries; each chunk waits for the previous one's output
+    (ops.depend), so a compiled graph does not run them side by side with all their score matrices alive."""
+    chunks = _query_chunks(q.shape, k.shape[3])
     if len(chunks) == 1:  # no slicing: one loop for both cases made a d512x4 1024-token step ~20% slower
         return _chunk_out(q, k, v, bias)
-    outs = [_chunk_out(q[:, :, :chunks[0][1]], k, v, bias)]
+    outs = [_chunk_out(q[..., :chunks[0][1]], k, v, bias)]
     for start, stop in chunks[1:]:
-        outs.append(_chunk_out(ops.depend(q[:, :, start:stop], outs[-1]), k, v, bias))
-    return mint.cat(outs, dim=2)
+        outs.append(_chunk_out(ops.depend(q[..., start:stop], outs[-1]), k, v, bias))
+    return mint.cat(outs, dim=3)
 
 
 def _chunk_grads(q, k, v_ext, bias, dout, dout_ext):
-    """dq, dk, dv of one query chunk: q, dout, dout_ext are the chunk's rows."""
+    """dq, dk, dv of one query chunk: q, dout, dout_ext are the chunk's columns."""
     # _probabilities written out: under jit a function used by both construct and bprop breaks the compile of a
     # recomputed block (mg/models/dit/checkpoint.py)
-    scores = _BMM_NT(q, k).astype(ms.float32)
+    scores = _BMM_TN(q, k).astype(ms.float32)
     if bias is not None:
         scores = scores + expand(bias, scores.shape)
     probs = mint.softmax(scores, dim=-1)
-    dv = _BMM_TN(probs.astype(v_ext.dtype), dout)
-    dscores = (probs * _BMM_NT(dout_ext, v_ext).astype(ms.float32)).astype(q.dtype)
-    return _BMM(dscores, k), _BMM_TN(dscores, q), dv
+    dv = _BMM(dout, probs.astype(dout.dtype))
+    dscores = (probs * _BMM_TN(dout_ext, v_ext).astype(ms.float32)).astype(q.dtype)
+    return _BMM_NT(k, dscores), _BMM(q, dscores), dv
 
 
 def _attention_grads(q, k, v, bias, out, dout):
-    """dq, dk, dv of out = softmax(q k^T + bias) v."""
-    delta = (dout.astype(ms.float32) * out.astype(ms.float32)).sum(axis=-1, keepdims=True)  # = rowsum(dP * P)
-    # dP - delta as one matmul, [dO, -delta] @ [V, 1]^T, instead of a separate (N, L) subtraction
-    dout_ext = mint.cat([dout, (-delta).astype(dout.dtype)], dim=-1)
-    v_ext = mint.cat([v, mint.ones((*v.shape[:-1], 1), dtype=v.dtype)], dim=-1)
+    """dq, dk, dv of out = v softmax(q^T k + bias)^T."""
+    b, h, head_dim, n = out.shape
+    # delta = rowsum(dP * P) = sum of dO * O over head_dim, as a ones-row matmul (that axis is not the last)
+    prod = dout.astype(ms.float32) * out.astype(ms.float32)
+    delta = _BMM(mint.ones((b, h, 1, head_dim), dtype=ms.float32), prod)
+    # dP - delta as one matmul, [dO; -delta]^T [V; 1], instead of a separate (N, L) subtraction
+    dout_ext = mint.cat([dout, (-delta).astype(dout.dtype)], dim=2)
+    v_ext = mint.cat([v, mint.ones((b, h, 1, v.shape[3]), dtype=v.dtype)], dim=2)
     # Through dout (and then each chunk through the previous one's dk): otherwise nothing orders the recomputation
     # after the forward, and under ms.jit every block's probabilities were computed early, or merged with the
     # forward's, and all kept (toy model, 4096 tokens: 5.7 -> 3.9 GB peak). A chunk's dout_ext waits for dk too:
-    # ordered through q alone, every chunk's dP = dout_ext v_ext^T was computed up front and kept, the whole (N, N)
+    # ordered through q alone, every chunk's dP = dout_ext^T v_ext was computed up front and kept, the whole (N, N)
     # matrix (jitted attention gradient, 8 heads, 8192 tokens: 2696 -> 728 MiB peak over the start,
     # tools/benchmark_attention_memory.py)
-    chunks = _query_chunks(q.shape, k.shape[2])
+    chunks = _query_chunks(q.shape, k.shape[3])
     if len(chunks) == 1:
         return _chunk_grads(ops.depend(q, dout), k, v_ext, bias, dout, dout_ext)
     stop = chunks[0][1]
-    dq, dk, dv = _chunk_grads(ops.depend(q[:, :, :stop], dout), k, v_ext, bias, dout[:, :, :stop],
-                              dout_ext[:, :, :stop])
+    dq, dk, dv = _chunk_grads(ops.depend(q[..., :stop], dout), k, v_ext, bias, dout[..., :stop],
+                              dout_ext[..., :stop])
     dqs = [dq]
     for start, stop in chunks[1:]:
-        dq, dk_part, dv_part = _chunk_grads(ops.depend(q[:, :, start:stop], dk), k, v_ext, bias,
-                                            dout[:, :, start:stop], ops.depend(dout_ext[:, :, start:stop], dk))
+        dq, dk_part, dv_part = _chunk_grads(ops.depend(q[..., start:stop], dk), k, v_ext, bias,
+                                            dout[..., start:stop], ops.depend(dout_ext[..., start:stop], dk))
         dqs.append(dq)
         dk, dv = dk + dk_part, dv + dv_part
-    return mint.cat(dqs, dim=2), dk, dv
+    return mint.cat(dqs, dim=3), dk, dv
 
 
 class _Attention(nn.Cell):
-    """softmax(q k^T) v on (B, H, N, Dh), q pre-scaled, with the hand-written backward."""
+    """Attention on (B, H, Dh, N) heads, q pre-scaled, with the hand-written backward."""
 
     def construct(self, q, k, v):
         return _attention_out(q, k, v, None)
@@ -230,7 +310,7 @@ class _Attention(nn.Cell):
 
 
 class _BiasedAttention(nn.Cell):
-    """softmax(q k^T + bias) v with a constant additive bias (B, 1, 1, L) (key padding), hand-written backward."""
+    """Attention with a constant additive bias (B, 1, 1, L) on the scores (key padding), hand-written backward."""
 
     def construct(self, q, k, v, bias):
         return _attention_out(q, k, v, bias)
@@ -255,29 +335,34 @@ _PLAIN_BIASED_ATTENTION = _BiasedAttention()
 _ATTENTION_REPLAY = _AttentionReplay()
 
 
-def attention(q, k, v, key_mask, fused):
-    """Multi-head attention on (B, heads, N, head_dim) tensors, bidirectional.
+def attention(q, k, v, key_mask, num_heads, fused):
+    """Bidirectional multi-head attention of q (queries), k, v (keys) laid out as `HEADS_LAYOUT[fused]`; the
+    result has q's layout.
 
     `key_mask` is None or (B, L) with 1 for real keys and 0 for padding; padded keys get no weight. A query whose keys
     are all padding returns zeros (instead of an average over padding), so padded values never leak into the output.
     """
-    scale = q.shape[-1] ** -0.5
     if fused:
-        drop = None if key_mask is None else (key_mask[:, None, None, :] == 0).astype(ms.uint8)
-        out = ops.flash_attention_score(q, k, v, head_num=q.shape[1], attn_mask=drop, scalar_value=scale,
-                                        input_layout="BNSD")
+        scale = (q.shape[-1] // num_heads) ** -0.5
+        drop = None
+        if key_mask is not None:
+            drop = (key_mask[:, None, None, :] == 0).astype(ms.uint8)
+            drop = ops.broadcast_to(drop, (q.shape[0], 1, q.shape[1], k.shape[1]))
+        out = ops.flash_attention_score(q, k, v, head_num=num_heads, attn_mask=drop, scalar_value=scale,
+                                        input_layout="BSH")
     elif key_mask is None:
-        out = _PLAIN_ATTENTION(q * scale, k, v)
+        out = _PLAIN_ATTENTION(q * q.shape[2] ** -0.5, k, v)
     else:
         bias = (1.0 - key_mask.astype(ms.float32)) * -1e9
-        out = _PLAIN_BIASED_ATTENTION(q * scale, k, v, bias[:, None, None, :])
+        out = _PLAIN_BIASED_ATTENTION(q * q.shape[2] ** -0.5, k, v, bias[:, None, None, :])
     if key_mask is not None:
         any_valid = (key_mask.astype(ms.float32).sum(axis=-1) > 0).astype(out.dtype)
-        out = out * expand(any_valid[:, None, None, None], out.shape)
+        out = out * expand(any_valid.reshape((-1,) + (1,) * (out.ndim - 1)), out.shape)
     return out
 
 
 def replay_attention(q, k, v, saved):
-    """`attention(q, k, v, None, fused=False)` in a recomputed block (mg/models/dit/checkpoint.py): returns `saved`,
-    what that attention returned in the block's first forward, and differentiates as the attention does."""
-    return _ATTENTION_REPLAY(q * q.shape[-1] ** -0.5, k, v, saved)
+    """`attention(q, k, v, None, num_heads, fused=False)` in a recomputed block (mg/models/dit/checkpoint.py):
+    returns `saved`, what that attention returned in the block's first forward, and differentiates as the attention
+    does."""
+    return _ATTENTION_REPLAY(q * q.shape[2] ** -0.5, k, v, saved)

@@ -11,7 +11,8 @@ from mindspore import Parameter, mint, nn, ops
 from mindspore.common.initializer import Zero, initializer
 
 from mg.models.copying_views import split_equal
-from mg.models.dit.kernels import RMSNormKernel, attention, dense, replay_attention, use_fused_kernels
+from mg.models.dit.kernels import (ROWS, RMSNormKernel, attention, dense, project_attended, project_heads,
+                                   replay_attention, use_fused_kernels)
 
 
 def zero_init_(layer):
@@ -31,9 +32,10 @@ class Linear(mint.nn.Linear):
     def construct(self, x):
         return self.apply(x, self.weight, self.bias)
 
-    def apply(self, x, weight, bias=None):
+    def apply(self, x, weight, bias=None, layout=ROWS):
+        """`layout`: where x's and the output's features are (kernels.dense)."""
         bias = None if bias is None else bias.astype(x.dtype)
-        return dense(x, weight.astype(x.dtype), bias, self.fused)
+        return dense(x, weight.astype(x.dtype), bias, self.fused, layout)
 
 
 class RMSNorm(nn.Cell):
@@ -47,22 +49,6 @@ class RMSNorm(nn.Cell):
 
     def apply(self, x, weight):
         return self.kernel(x, weight)
-
-
-# Heads split and merge as views (mint.transpose), unlike the models' other transposes (copying_views.py): as
-# Transpose copies, q, k, v and the attention output are kept for backward besides the projections' outputs. Peak
-# memory of d512x4's compiled step at 4096 tokens: 3503 MiB with copies against 2637 with views, and recompute saved
-# nothing with copies (3462) against 2224 with views; the copies were ~10% faster (docs/performance.md).
-def split_heads(x, num_heads):
-    """(B, N, H * Dh) -> (B, H, N, Dh)"""
-    b, n, _ = x.shape
-    return mint.transpose(x.reshape(b, n, num_heads, -1), 1, 2)
-
-
-def merge_heads(x):
-    """(B, H, N, Dh) -> (B, N, H * Dh)"""
-    b, _, n, _ = x.shape
-    return mint.transpose(x, 1, 2).reshape(b, n, -1)
 
 
 class SelfAttention(nn.Cell):
@@ -81,16 +67,18 @@ class SelfAttention(nn.Cell):
         return self.apply(x, self.qkv.weight, self.proj.weight)[0]
 
     def heads(self, x, qkv_weight):
-        """q, k, v as (B, H, N, Dh)."""
-        q, k, v = split_equal(self.qkv.apply(x, qkv_weight), 3)
-        return split_heads(q, self.num_heads), split_heads(k, self.num_heads), split_heads(v, self.num_heads)
+        """q, k, v in the attention kernel's layout (kernels.HEADS_LAYOUT)."""
+        return project_heads(self.qkv, x, qkv_weight, 3, self.num_heads, self.fused)
 
     def apply(self, x, qkv_weight, proj_weight, saved=None):
-        """(output, the attention's (B, H, N, Dh) result). A recomputed block passes that result from its first
-        forward as `saved` and the attention is not computed again (it dominates long sequences)."""
+        """(output, the attention's result). A recomputed block passes that result from its first forward as
+        `saved` and the attention is not computed again (it dominates long sequences)."""
         q, k, v = self.heads(x, qkv_weight)
-        attended = attention(q, k, v, None, self.fused) if saved is None else replay_attention(q, k, v, saved)
-        return self.proj.apply(merge_heads(attended), proj_weight), attended
+        if saved is None:
+            attended = attention(q, k, v, None, self.num_heads, self.fused)
+        else:
+            attended = replay_attention(q, k, v, saved)
+        return project_attended(self.proj, attended, proj_weight, self.fused), attended
 
 
 class CrossAttention(nn.Cell):
@@ -112,10 +100,10 @@ class CrossAttention(nn.Cell):
         return self.apply(x, context, context_mask, self.q.weight, self.kv.weight, self.proj.weight)
 
     def apply(self, x, context, context_mask, q_weight, kv_weight, proj_weight):
-        q = split_heads(self.q.apply(x, q_weight), self.num_heads)
-        k, v = split_equal(self.kv.apply(context, kv_weight), 2)
-        k, v = split_heads(k, self.num_heads), split_heads(v, self.num_heads)
-        return self.proj.apply(merge_heads(attention(q, k, v, context_mask, self.fused)), proj_weight)
+        q, = project_heads(self.q, x, q_weight, 1, self.num_heads, self.fused)
+        k, v = project_heads(self.kv, context, kv_weight, 2, self.num_heads, self.fused)
+        attended = attention(q, k, v, context_mask, self.num_heads, self.fused)
+        return project_attended(self.proj, attended, proj_weight, self.fused)
 
 
 class SwiGLU(nn.Cell):
