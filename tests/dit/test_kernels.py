@@ -126,12 +126,12 @@ def autodiff_dense(x, w, b):
     return mint.matmul(x, w.T) + b
 
 
-def plain_dense_to_feature_major(x, w):
-    return dense(x, w, None, fused=False, layout=TO_FEATURE_MAJOR)
+def plain_dense_to_feature_major(x, w, b):
+    return dense(x, w, b, fused=False, layout=TO_FEATURE_MAJOR)
 
 
-def autodiff_dense_to_feature_major(x, w):
-    return mint.transpose(mint.matmul(x, w.T), 1, 2)
+def autodiff_dense_to_feature_major(x, w, b):
+    return mint.transpose(mint.matmul(x, w.T) + b, 1, 2)
 
 
 def plain_dense_from_feature_major(x, w, b):
@@ -163,7 +163,7 @@ def gradients(fn, inputs, cotangent, jit):
 @pytest.mark.parametrize("ours, reference, shapes", [
     (plain_rms_norm, autodiff_rms_norm, [(2, 5, 16), (16,)]),
     (plain_dense, autodiff_dense, [(2, 5, 16), (8, 16), (8,)]),
-    (plain_dense_to_feature_major, autodiff_dense_to_feature_major, [(2, 5, 16), (8, 16)]),
+    (plain_dense_to_feature_major, autodiff_dense_to_feature_major, [(2, 5, 16), (8, 16), (8,)]),
     (plain_dense_from_feature_major, autodiff_dense_from_feature_major, [(2, 16, 5), (8, 16), (8,)]),
     (modulate, autodiff_modulate, [(2, 5, 16), (2, 1, 16), (2, 1, 16)]),
     (gated_add, autodiff_gated_add, [(2, 5, 16), (2, 1, 16), (2, 5, 16)]),

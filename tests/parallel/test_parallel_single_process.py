@@ -6,7 +6,9 @@ import pytest
 from mg.models.dit import MovieGenDiT, dit_config
 from mg.parallel.data import sample_rng, shard_batch
 from mg.parallel.groups import ParallelGroups, init_parallel, layout_ranks
-from mg.parallel.layers import shard_flat, shard_tp, unshard_tp
+from mg.models.dit.kernels import FROM_FEATURE_MAJOR, TO_FEATURE_MAJOR
+from mg.models.dit.layers import Linear
+from mg.parallel.layers import ParallelLinear, shard_flat, shard_tp, unshard_tp
 from mg.parallel.parallelize import parallelize
 from mg.parallel.zero import ParallelAdamW
 from mg.schedulers import FlowMatching
@@ -105,3 +107,16 @@ def test_bad_layouts_are_refused_with_the_option_named():
     three = ParallelGroups(dp=1, cp=1, tp=3, rank=0, comms={})
     with pytest.raises(ValueError, match=r"tp=3 must divide the model's num_heads \(4\)"):
         parallelize(tiny_model(), three)
+
+
+def test_parallel_linears_refuse_a_layout_their_collectives_cannot_take():
+    """A column layer's collective acts on its input rows and a row layer's on its output rows."""
+    class TwoRanks:  # constructing the collectives needs only the group's size and index
+        size, index = 2, 0
+    x = ms.Tensor(np.ones((1, 4, 8), np.float32))
+    column = ParallelLinear(Linear(8, 8, bias=False), "column", tp_comm=TwoRanks())
+    with pytest.raises(ValueError, match="column-parallel linear cannot take layout 'from_feature_major'"):
+        column.apply(x, column.weight, layout=FROM_FEATURE_MAJOR)
+    row = ParallelLinear(Linear(8, 8, bias=False), "row", tp_comm=TwoRanks())
+    with pytest.raises(ValueError, match="row-parallel linear cannot take layout 'to_feature_major'"):
+        row.apply(x, row.weight, layout=TO_FEATURE_MAJOR)

@@ -4,9 +4,9 @@ On Ascend, flash attention (`ops.flash_attention_score`), the fused RMSNorm (`op
 are used. Elsewhere (CPU, where those kernels do not exist) the same arithmetic is written with MindSpore
 matmul/softmax/rsqrt. Both paths keep softmax and normalisation statistics in fp32 when activations are bf16.
 
-The two paths lay attention's heads out differently, each so that no transpose is needed (`HEADS_LAYOUT`): the
-fused kernel takes (B, N, H * Dh) rows, the projections' own output (BSH); the plain path takes (B, H, Dh, N), each
-head's features before its tokens, which the q/k/v projection writes directly as w x^T and the output projection
+The two paths lay attention's heads out differently, each so that no transpose is needed: the fused kernel takes
+(B, N, H * Dh) rows, the projections' own output (BSH); the plain path takes (B, H, Dh, N), each head's features
+before its tokens, which the q/k/v projection writes directly as w x^T and the output projection
 reads as a transposed operand. (Splitting rows into (B, H, N, Dh) heads took a transpose or a strided view per
 tensor, and under ms.jit on CPU a view is copied element by element: 21% of d512x4's compiled step.)
 
@@ -98,13 +98,13 @@ FROM_FEATURE_MAJOR = "from_feature_major"  # x (B, I, N) -> (B, N, O), plain pat
 
 def dense(x, weight, bias, fused, layout=ROWS):
     """x @ weight (O, I)^T + bias (O,) or no bias, in the dtypes given; `layout` says where the features are."""
+    if layout == ROWS and fused:
+        return mint.nn.functional.linear(x, weight, bias)
     if layout == TO_FEATURE_MAJOR:
         out = _TO_FEATURE_MAJOR(x, weight)
-        return out if bias is None else out + expand(bias.reshape(-1, 1), out.shape)
-    if layout == FROM_FEATURE_MAJOR:
+        bias = None if bias is None else bias.reshape(-1, 1)
+    elif layout == FROM_FEATURE_MAJOR:
         out = _FROM_FEATURE_MAJOR(x, weight)
-    elif fused:
-        return mint.nn.functional.linear(x, weight, bias)
     else:
         out = _PLAIN_LINEAR(x.reshape(-1, x.shape[-1]), weight).reshape(*x.shape[:-1], weight.shape[0])
     return out if bias is None else out + expand(bias, out.shape)
@@ -193,14 +193,14 @@ def gated_add(x, gate, y):
 # leaner at 4096 tokens and heavier at 8192 in the training step (docs/performance.md), so this stays
 CHUNK_SCORES = 2 ** 25
 
-# How attention's q, k, v and output are laid out on each path (module docstring), and where their tokens are
-HEADS_LAYOUT = {True: "(B, N, H * Dh)", False: "(B, H, Dh, N)"}
+# Attention's q, k, v and output are (B, N, H * Dh) on the fused path and (B, H, Dh, N) on the plain one (module
+# docstring); the axis of their tokens, by `fused`
 TOKEN_AXIS = {True: 1, False: 3}
 
 
 def project_heads(linear, x, weight, parts, num_heads, fused):
     """The `parts` equal outputs of projection `linear` (a `Linear` or its parallel version) of tokens x
-    (B, N, D), such as q, k, v, as attention inputs in the path's layout (`HEADS_LAYOUT`)."""
+    (B, N, D), such as q, k, v, as attention inputs in the path's layout (`attention`)."""
     if fused:
         out = linear.apply(x, weight)
         axis = -1
@@ -336,8 +336,8 @@ _ATTENTION_REPLAY = _AttentionReplay()
 
 
 def attention(q, k, v, key_mask, num_heads, fused):
-    """Bidirectional multi-head attention of q (queries), k, v (keys) laid out as `HEADS_LAYOUT[fused]`; the
-    result has q's layout.
+    """Bidirectional multi-head attention of q (queries), k, v (keys), laid out (B, N, H * Dh) when `fused` and
+    (B, H, Dh, N) otherwise; the result has q's layout.
 
     `key_mask` is None or (B, L) with 1 for real keys and 0 for padding; padded keys get no weight. A query whose keys
     are all padding returns zeros (instead of an average over padding), so padded values never leak into the output.

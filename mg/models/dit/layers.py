@@ -67,7 +67,7 @@ class SelfAttention(nn.Cell):
         return self.apply(x, self.qkv.weight, self.proj.weight)[0]
 
     def heads(self, x, qkv_weight):
-        """q, k, v in the attention kernel's layout (kernels.HEADS_LAYOUT)."""
+        """q, k, v in the attention kernel's layout (kernels.attention)."""
         return project_heads(self.qkv, x, qkv_weight, 3, self.num_heads, self.fused)
 
     def apply(self, x, qkv_weight, proj_weight, saved=None):
