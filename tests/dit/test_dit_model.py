@@ -211,6 +211,8 @@ def test_a_recomputed_block_reuses_its_self_attention_result(monkeypatch):
 def test_recompute_is_mindspores_pass_on_ascend_and_the_block_checkpoint_elsewhere():
     model = random_model(seed=3, recompute_every=1)
     assert all(block.checkpoint is not None for block in model.blocks)
+    # one checkpoint cell for all blocks: one per block kept ~90 MiB more compiled graph per block
+    assert len({id(block.checkpoint) for block in model.blocks}) == 1
     names = [p.name for p in random_model(seed=3).trainable_params()]
     assert [p.name for p in model.trainable_params()] == names  # the checkpoint adds no parameters or prefixes
     plain = random_model(seed=3)
