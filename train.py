@@ -19,18 +19,19 @@ import mindspore as ms
 import numpy as np
 from jsonargparse import ActionConfigFile, ArgumentParser
 
+from mg.backends import apply_recompute
 from mg.data import VideoDataLoader, VideoDataset
+from mg.io import load_checkpoint
 from mg.models.dit import DiTConfig, MovieGenDiT, load_dit_weights
 from mg.models.dit.io import select_weights
 from mg.models.tae.io import load_tae, load_tae_config
 from mg.models.text_encoders import build_text_encoder
 from mg.parallel import ParallelAdamW, ParallelConfig, init_parallel, parallelize
 from mg.schedulers import FlowMatching
-from mg.training.checkpoint import load_checkpoint
 from mg.training.ema import EMA
 from mg.training.inputs import ModelInputs
 from mg.training.lr_policy import PlateauLR
-from mg.training.optim import build_adamw
+from mg.optim import build_adamw
 from mg.training.state_io import LocalState, ParallelState
 from mg.training.train_step import FlowMatchingTrainStep
 from mg.training.trainer import Trainer, TrainSettings, ValidSettings
@@ -68,6 +69,9 @@ def build_parser():
     parser.add_dataclass_arguments(DiTConfig, "model")
     parser.add_argument("--model.pretrained_model_path", type=Optional[str], default=None,
                         help="checkpoint of the previous stage (positional tables are expanded to this model's)")
+    parser.add_argument("--model.recompute_every", type=int, default=0,
+                        help="recompute the activations of every n-th block in the backward pass (0: none; compiled "
+                             "on CPU only 1 works)")
     parser.add_dataclass_arguments(TAESettings, "tae")
     parser.add_argument("--text_encoders", type=Optional[Dict[str, TextEncoderSpec]], default=None,
                         help="encoders run on the fly ({kind: {path, max_length}}); null when embeddings are cached")
@@ -92,7 +96,7 @@ def set_up_environment(env):
 
 
 def build_model(cfg):
-    fields = {k: v for k, v in cfg.model.as_dict().items() if k != "pretrained_model_path"}
+    fields = {k: v for k, v in cfg.model.as_dict().items() if k not in ("pretrained_model_path", "recompute_every")}
     model = MovieGenDiT(DiTConfig(**fields))
     if cfg.model.pretrained_model_path:
         tensors, _ = load_checkpoint(cfg.model.pretrained_model_path)
@@ -161,6 +165,7 @@ def main(argv=None):
         optimizer = build_adamw(model.trainable_params(), lr=opt.lr, weight_decay=opt.weight_decay,
                                 betas=tuple(opt.betas), eps=opt.eps)
         clip, dp_rank, dp_size = settings.settings.clip_grad_norm, 0, 1
+    apply_recompute(model, cfg.model.recompute_every, compiled=cfg.env.mode == 0)  # last: after parallelize
     flow = FlowMatching(**cfg.flow.as_dict())
     dataset = VideoDataset(**cfg.dataset.as_dict())
     loader = VideoDataLoader(dataset, rank=dp_rank, world_size=dp_size, **cfg.dataloader.as_dict())

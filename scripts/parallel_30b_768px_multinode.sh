@@ -7,6 +7,6 @@ set -euo pipefail
 msrun --worker_num=128 --local_worker_num=8 --master_addr="$MASTER_ADDR" --master_port=8118 --node_rank="$NODE_RANK" \
     --log_dir=output/logs/30b_768px --join=True \
     train.py --config configs/train/stage3_t2iv_768px.yaml \
-    --model.depth 48 --model.dim 6144 --model.ffn_dim 16384 --model.num_heads 48 --model.recompute_every 1 \
+    --model.flavor 30B --model.recompute_every 1 \
     --env.distributed true --parallel.dp 4 --parallel.tp 8 --parallel.cp 4 --parallel.sp true --train.settings.zero_stage 3 \
     --train.output_path output/stage3_30b "$@"

@@ -55,7 +55,8 @@ train_stage configs/train/toy_stage2_t2iv.yaml "$RUN/dit_stage2" --valid.csv_pat
 
 mkdir -p "$EXPORT"
 python tools/export_dit.py --checkpoint "$RUN/dit_stage2/ckpt" --output "$EXPORT/dit" --overwrite true
-cp "$RUN/tae/tae.safetensors" "$RUN/tae/tae.safetensors.json" "$EXPORT/"
+rm -f "$EXPORT"/tae.*  # the TAE's sidecar is tae.json, or tae.safetensors.json if it was saved before mg.io
+cp "$RUN/tae/tae.safetensors" "$RUN"/tae/tae*.json "$EXPORT/"
 for kind in ul2 metaclip; do rm -rf "${EXPORT:?}/$kind"; cp -r "$RUN/text_encoders/$kind" "$EXPORT/$kind"; done
 
 python tools/eval_toy.py generate --config configs/inference/toy.yaml --csv "$RUN/data/heldout.csv" \

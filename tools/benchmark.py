@@ -25,14 +25,16 @@ from typing import List
 import numpy as np
 from jsonargparse import CLI
 
-# name -> DiTConfig fields: the toy model, a 4-layer d=512 model (and 16- and 32-layer ones, where activations rather
-# than the process make most of the peak memory, for recompute), one block of the 1B preset
+# name -> DiTConfig fields: the shipped toy model, the 4-layer d=256 model that earlier runs called "toy"
+# (docs/performance.md), a 4-layer d=512 model (and 16- and 32-layer ones, where activations rather than the process
+# make most of the peak memory, for recompute), one block of the 1B flavor
 MODELS = {
-    "toy": dict(preset="toy"),
-    "d512x4": dict(preset="tiny", depth=4, dim=512, ffn_dim=1408, num_heads=8),
-    "d512x16": dict(preset="tiny", depth=16, dim=512, ffn_dim=1408, num_heads=8),
-    "d512x32": dict(preset="tiny", depth=32, dim=512, ffn_dim=1408, num_heads=8),
-    "1B-block": dict(preset="1B", depth=1),
+    "toy": dict(flavor="toy"),
+    "d256x4": dict(flavor="tiny", depth=4, dim=256, ffn_dim=704, num_heads=4),
+    "d512x4": dict(flavor="tiny", depth=4, dim=512, ffn_dim=1408, num_heads=8),
+    "d512x16": dict(flavor="tiny", depth=16, dim=512, ffn_dim=1408, num_heads=8),
+    "d512x32": dict(flavor="tiny", depth=32, dim=512, ffn_dim=1408, num_heads=8),
+    "1B-block": dict(flavor="1B", depth=1),
 }
 TEXT_TOKENS, TEXT_WIDTH = 64, 256
 PROFILE_TOP = 10  # op types listed per profiled row
@@ -46,12 +48,11 @@ def grid_for(tokens):
     return h, tokens // h
 
 
-def build(model_name, tokens, recompute):
+def build(model_name, tokens):
     from mg.models.dit import MovieGenDiT, dit_config
     spec = dict(MODELS[model_name])
     h, w = grid_for(tokens)
-    config = dit_config(spec.pop("preset"), **spec, text_encoders={"ul2": TEXT_WIDTH}, max_t=1, max_h=h, max_w=w,
-                        recompute_every=1 if recompute else 0)
+    config = dit_config(spec.pop("flavor"), **spec, text_encoders={"ul2": TEXT_WIDTH}, max_t=1, max_h=h, max_w=w)
     return MovieGenDiT(config), (1, config.in_channels, 1, 2 * h, 2 * w)
 
 
@@ -84,9 +85,11 @@ def measure_train(model, tokens, mode, recompute, steps, warmup, profile=False):
     from mg.models.dit.flops import training_flops
     from mg.profiling import op_type_times
     from mg.schedulers import FlowMatching
-    from mg.training.optim import build_adamw
+    from mg.optim import build_adamw
     from mg.training.train_step import FlowMatchingTrainStep
-    net, shape = build(model, tokens, recompute)
+    from mg.backends import apply_recompute
+    net, shape = build(model, tokens)
+    apply_recompute(net, 1 if recompute else 0, compiled=mode == "graph")
     optimizer = build_adamw(net.trainable_params(), lr=1e-4, weight_decay=0.0)
     step = FlowMatchingTrainStep(net, optimizer, FlowMatching(), jit=mode == "graph")
     rng = np.random.default_rng(0)
@@ -118,11 +121,13 @@ def _attention_share(config, tokens):
     return config.depth * 4 * tokens ** 2 * config.dim / forward_flops(config, 1, tokens, {"ul2": TEXT_TOKENS})
 
 
-def measure_sampling(steps=50):
+def measure_sampling(model, steps=50):
     import mindspore as ms
     from mg.models.dit import MovieGenDiT, dit_config
     from mg.schedulers import EulerSampler
-    net = MovieGenDiT(dit_config("toy", text_encoders={"ul2": TEXT_WIDTH}, max_t=3, max_h=4, max_w=4))
+    spec = dict(MODELS[model])
+    net = MovieGenDiT(dit_config(spec.pop("flavor"), **spec, text_encoders={"ul2": TEXT_WIDTH}, max_t=3, max_h=4,
+                                 max_w=4))
     net.set_train(False)
     model_fn = ms.jit(net.construct)
     rng = np.random.default_rng(0)
@@ -170,13 +175,15 @@ def run_worker(task):
 
 def main(models: List[str] = ("toy", "d512x4", "1B-block"), tokens: List[int] = (256, 1024, 2048, 4096, 8192),
          modes: List[str] = ("pynative", "graph"), recompute: bool = True, steps: int = 5, warmup: int = 5,
-         tae_frames: List[int] = (17, 64), profile: bool = False, output_dir: str = "benchmark"):
-    """models: of {toy, d512x4, d512x16, d512x32, 1B-block}; tokens: video tokens per sample (batch 1, 64 text
+         tae_frames: List[int] = (17, 64), profile: bool = False, sample_model: str = "toy",
+         output_dir: str = "benchmark"):
+    """models: of {toy, d256x4, d512x4, d512x16, d512x32, 1B-block}; tokens: video tokens per sample (batch 1, 64 text
     tokens); warmup: untimed steps after the first call (a compiled step settles after ~5 calls here, the ones
     before ~20% slower); recompute: also measure each mode with recompute of every block; tae_frames: video lengths
     for the TAE rows (64x64, tiled and untiled; empty to skip); profile: one more graph-mode step (no recompute) per
-    model and length runs under MindSpore's profiler, and the report lists its kernel time by op type."""
-    unknown = sorted(set(models) - set(MODELS))
+    model and length runs under MindSpore's profiler, and the report lists its kernel time by op type; sample_model:
+    the model whose sampling is timed (a 64x64x17 toy-world video)."""
+    unknown = sorted(set(models) - set(MODELS) | ({sample_model} - set(MODELS)))
     if unknown:
         raise SystemExit(f"--models: unknown {unknown}; choose from {sorted(MODELS)}")
     gemm = run_worker({"kind": "gemm"})
@@ -189,7 +196,7 @@ def main(models: List[str] = ("toy", "d512x4", "1B-block"), tokens: List[int] = 
                                      "profile": profile and mode == "graph" and not rc})
                 rows.append({"model": model, "tokens": n, "mode": mode, "recompute": rc, **result})
                 print(json.dumps({k: v for k, v in rows[-1].items() if k != "op_times"}), flush=True)
-    sampling = run_worker({"kind": "sampling"})
+    sampling = {"model": sample_model, **run_worker({"kind": "sampling", "model": sample_model})}
     tae_rows = [{"frames": n, "tiled": tiled, **run_worker({"kind": "tae", "frames": n, "size": 64, "tiled": tiled})}
                 for n in tae_frames for tiled in (False, True)]
     write_report(Path(output_dir), gemm, rows, sampling, tae_rows)
@@ -213,7 +220,7 @@ def write_report(out, gemm, rows, sampling, tae_rows):
             lines += ["", f"Kernel time by op type, one graph-mode step of {r['model']} at {r['tokens']} tokens "
                       "(summed over kernels, which overlap on the cores):", "```"]
             lines += format_op_times(r["op_times"], PROFILE_TOP, indent="") + ["```"]
-    lines += ["", "Sampling, toy model (48 tokens), 50 steps, compiled transformer (no TAE decode):", "",
+    lines += ["", f"Sampling, model {sampling['model']} (48 tokens), 50 steps, compiled transformer (no TAE decode):", "",
               "| | s/step | s/video |", "|---|---|---|"]
     for label in ("no_cfg", "cfg"):
         if f"{label}_step_s" in sampling:

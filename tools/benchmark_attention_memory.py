@@ -3,10 +3,10 @@
     python tools/benchmark_attention_memory.py --tokens "[2048, 4096, 8192]" --heads 8 --head_dim 64
 
 Each length runs in a fresh process (spawn), so the peak RSS (ru_maxrss) is its own: `ms.jit(ms.grad(...))` of
-`sum(attention(q, k, v) * r)` through `mg.models.dit.kernels.attention` (query chunks, hand-written backward) in the
+`sum(attention(q, k, v) * r)` through `mg.backends.attention` (query chunks, hand-written backward) in the
 plain path's (B, H, Dh, N) layout, batch 1. Prints the full score matrix's size (heads x N x N fp32), the peak RSS
 over the process's RSS before the first call (compile included) and the median seconds of the calls after the
-first. With `--chunk_scores` the chunk size (score elements at a time, `kernels.CHUNK_SCORES`) is overridden, to
+first. With `--chunk_scores` the chunk size (score elements at a time, `mg.backends.mha.CHUNK_SCORES`) is overridden, to
 see what it buys.
 """
 import resource
@@ -24,18 +24,18 @@ def _case(tokens, heads, head_dim, chunk_scores, calls, queue):
     import numpy as np
     import psutil
 
-    from mg.models.dit import kernels
+    import mg.backends.mha as mha
 
     ms.set_context(mode=ms.PYNATIVE_MODE)
     ms.set_device("CPU")
     if chunk_scores:
-        kernels.CHUNK_SCORES = chunk_scores
+        mha.CHUNK_SCORES = chunk_scores
     rng = np.random.default_rng(0)
     q, k, v, weights = (ms.Tensor(rng.standard_normal((1, heads, head_dim, tokens), dtype=np.float32))
                         for _ in range(4))
 
     def loss(q, k, v):
-        return (kernels.attention(q, k, v, None, heads, False) * weights).sum()
+        return (mha.attention(q, k, v, None, head_dim) * weights).sum()
 
     grad = ms.jit(ms.grad(loss, grad_position=(0, 1, 2)))
     start_rss = psutil.Process().memory_info().rss / 2 ** 20
@@ -45,7 +45,7 @@ def _case(tokens, heads, head_dim, chunk_scores, calls, queue):
         grad(q, k, v)[0].asnumpy()
         times.append(time.perf_counter() - start)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    queue.put((peak - start_rss, float(np.median(times[1:])), kernels.CHUNK_SCORES))
+    queue.put((peak - start_rss, float(np.median(times[1:])), mha.CHUNK_SCORES))
 
 
 def main(tokens: List[int] = (2048, 4096, 8192), heads: int = 8, head_dim: int = 64,

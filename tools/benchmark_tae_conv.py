@@ -15,7 +15,8 @@ import numpy as np
 from jsonargparse import CLI
 from mindspore import nn, ops
 
-from mg.models.tae.conv import ConvGeometry, GatherConv3d, to_channels_first, to_channels_last
+from mg.backends import Conv3dKernel, ConvGeometry
+from mg.models.tae.conv import to_channels_first, to_channels_last
 
 CASES = {  # name: (kernel, stride, padding, replicate, upsample)
     "spatial 3x3": ((1, 3, 3), (1, 1, 1), (0, 0, 1, 1, 1, 1), (False, False, False), (1, 1, 1)),
@@ -77,7 +78,7 @@ def main(channels: int = 64, frames: int = 8, size: int = 32, batch: int = 1, re
     for name, spec in CASES.items():
         geometry = ConvGeometry(*spec)
         w = ms.Tensor(rng.standard_normal((channels, channels, *geometry.kernel)).astype(np.float32) * 0.05)
-        conv = GatherConv3d(geometry)
+        conv = Conv3dKernel(geometry)
         out = conv(x_cl, w, None)
         plain = _PlainConv3d(geometry)
         diff = float(np.abs(to_channels_first(out).asnumpy() - plain(x_cf, w, None).asnumpy()).max())

@@ -27,16 +27,16 @@ from tqdm import tqdm
 from mg.data.buckets import Bucket
 from mg.data.dataset import VideoDataset
 from mg.data.loader import VideoDataLoader
+from mg.io import load_checkpoint, load_state_dict, state_dict
 from mg.models.tae import TemporalAutoencoder, load_tae, save_tae, tae_config
 from mg.models.tae.conv import set_compute_dtype
 from mg.models.tae.convert import convert_image_vae
 from mg.models.tae.losses import PatchDiscriminator, TAELoss, TAELossConfig
 from mg.models.tae.synthetic import moving_shapes
 from mg.models.tae.trainer import TAETrainStep
-from mg.training.checkpoint import (CheckpointManager, load_checkpoint, load_state_dict, merge_namespaces,
-                                    rng_state, set_rng_state, split_namespaces, state_dict)
+from mg.training.checkpoint import CheckpointManager, merge_namespaces, rng_state, set_rng_state, split_namespaces
 from mg.training.ema import EMA
-from mg.training.optim import build_adamw, load_optimizer_state, optimizer_state, set_lr
+from mg.optim import build_adamw, load_optimizer_state, optimizer_state, set_lr
 from mg.training.train_log import TrainingLog
 
 _logger = logging.getLogger("train_tae")

@@ -1,8 +1,9 @@
 """The caching jobs behind tools/cache_tae_latents.py and tools/cache_text_embeddings.py (layout in docs/data.md).
 
 Both are resumable (a file that exists is skipped; files are written under a temporary name and renamed, so an
-interrupted run leaves no partial file) and shard their work: rank r of w takes every w-th item of a sorted list.
-Models are built through a factory only when something is left to encode.
+interrupted run leaves no partial file, and a run starts by deleting the temporaries of killed runs) and shard their
+work: rank r of w takes every w-th item of a sorted list. Models are built through a factory only when something is
+left to encode.
 """
 import logging
 import os
@@ -21,6 +22,7 @@ from mg.data.table import Row, read_table
 from mg.data.text_cache import EMPTY_PROMPT, prepared_prompt, save_text_emb, text_emb_path
 from mg.data.transforms import frame_step
 from mg.data.video_io import probe
+from mg.io import remove_stale_temporaries
 
 _logger = logging.getLogger(__name__)
 
@@ -38,6 +40,7 @@ def cache_tae_latents(csv_path: str, output_folder: str, buckets: list[Bucket], 
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     rank, world_size = rank_and_world_size(rank, world_size)
+    remove_stale_temporaries(output_folder, recursive=True)
     dataset = VideoDataset(csv_path, buckets, video_folder=video_folder, target_fps=target_fps,
                            frame_stride=frame_stride, random_clip_start=False)
     first_index = {}
@@ -116,6 +119,7 @@ def cache_text_embeddings(csv_path: str, output_folders: dict[str, str], build_e
     rank, world_size = rank_and_world_size(rank, world_size)
     counts = {}
     for kind, folder in output_folders.items():
+        remove_stale_temporaries(folder, recursive=True)
         prompts = collect_prompts(csv_path, kind, video_folder, target_fps, frame_stride)[rank::world_size]
         todo = [p for p in prompts if not os.path.isfile(text_emb_path(folder, p))]
         counts[kind] = {"written": 0, "skipped": len(prompts) - len(todo)}

@@ -8,9 +8,8 @@ import os
 
 import numpy as np
 from safetensors import safe_open
-from safetensors.numpy import load_file
 
-from mg.data._atomic import save_safetensors_atomic
+from mg.io import load_safetensors, save_safetensors
 
 LATENT_FORMAT = "mg-tae-latent-1"
 
@@ -27,8 +26,8 @@ def save_latent(path: str, mean: np.ndarray, std: np.ndarray, video: str, fps: f
                 width: int):
     metadata = {"video": video, "fps": repr(float(fps)), "frames": str(frames), "height": str(height),
                 "width": str(width), "format": LATENT_FORMAT}
-    save_safetensors_atomic(path, {"mean": np.ascontiguousarray(mean, np.float32),
-                                   "std": np.ascontiguousarray(std, np.float32)}, metadata)
+    arrays = {"mean": np.ascontiguousarray(mean, np.float32), "std": np.ascontiguousarray(std, np.float32)}
+    save_safetensors(path, arrays, metadata, overwrite=True)
 
 
 def read_latent_header(path: str) -> tuple[tuple, dict]:
@@ -42,5 +41,5 @@ def read_latent_header(path: str) -> tuple[tuple, dict]:
 
 def load_latent(path: str) -> tuple[np.ndarray, np.ndarray]:
     """(mean, std) arrays of a cache file."""
-    tensors = load_file(path)
+    tensors = load_safetensors(path)
     return tensors["mean"], tensors["std"]

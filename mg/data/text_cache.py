@@ -12,7 +12,7 @@ from typing import Optional
 import numpy as np
 from safetensors import safe_open
 
-from mg.data._atomic import save_safetensors_atomic
+from mg.io import save_safetensors
 
 EMPTY_PROMPT = ""
 
@@ -31,8 +31,8 @@ def text_emb_path(folder: str, prompt: str) -> str:
 
 
 def save_text_emb(path: str, emb: np.ndarray, mask: np.ndarray, prompt: str, kind: str):
-    save_safetensors_atomic(path, {"emb": np.ascontiguousarray(emb, np.float32),
-                                   "mask": np.ascontiguousarray(mask, np.uint8)}, {"prompt": prompt, "kind": kind})
+    save_safetensors(path, {"emb": np.ascontiguousarray(emb, np.float32), "mask": np.ascontiguousarray(mask, np.uint8)},
+                     {"prompt": prompt, "kind": kind}, overwrite=True)
 
 
 def load_text_emb(path: str, prompt: str) -> tuple[np.ndarray, np.ndarray]:

@@ -25,7 +25,6 @@ BACKGROUND = (128, 128, 128)
 # Shape features. Fill ratio of the bounding box: square 1, circle pi/4, triangle 1/2. Height of the centroid in
 # the bounding box (0 top, 1 bottom): 1/2 for square and circle, 2/3 for the triangle (apex on top), a measure that
 # blur hardly moves. Thresholds sit halfway between the shapes' values.
-FILL_RATIO = {"square": 1.0, "circle": np.pi / 4, "triangle": 0.5}
 _SQUARE_FILL = 0.5 * (1.0 + np.pi / 4)
 _TRIANGLE_CENTROID = 0.5 * (0.5 + 2.0 / 3.0)
 

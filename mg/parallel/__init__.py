@@ -5,12 +5,10 @@ from mg.parallel.checkpoint import (gather_arrays, gather_optimizer_state, gathe
                                     load_gathered_optimizer_state, load_gathered_state_dict, local_arrays)
 from mg.parallel.collectives import METER
 from mg.parallel.config import ParallelConfig
-from mg.parallel.data import sample_rng, shard_batch
-from mg.parallel.groups import ParallelGroups, data_parallel_rank, get_parallel_groups, init_parallel
+from mg.parallel.groups import ParallelGroups, get_parallel_groups, init_parallel
 from mg.parallel.parallelize import ParallelPlan, parallelize
 from mg.parallel.zero import ParallelAdamW
 
-__all__ = ["METER", "ParallelAdamW", "ParallelConfig", "ParallelGroups", "ParallelPlan", "data_parallel_rank",
+__all__ = ["METER", "ParallelAdamW", "ParallelConfig", "ParallelGroups", "ParallelPlan",
            "gather_arrays", "gather_optimizer_state", "gather_state_dict", "get_parallel_groups", "init_parallel",
-           "load_gathered_optimizer_state", "load_gathered_state_dict", "local_arrays", "parallelize", "sample_rng",
-           "shard_batch"]
+           "load_gathered_optimizer_state", "load_gathered_state_dict", "local_arrays", "parallelize"]

@@ -14,8 +14,8 @@ from typing import Mapping
 import numpy as np
 from mindspore import Tensor
 
+from mg.io import check_names, copy_into, tensor_to_numpy
 from mg.parallel.layers import shard_flat, shard_tp, unshard_tp
-from mg.training.checkpoint import CheckpointError, tensor_to_numpy
 
 
 def _gather_rows(comm, flats):
@@ -28,7 +28,7 @@ def _gather_rows(comm, flats):
     return [rows[:, a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 
 
-def _full_arrays(items, groups):
+def full_arrays(items, groups):
     """Single-process arrays from this rank's pieces; `items` = [(value, ParamInfo, sliced)], sliced meaning a flat
     1/dp ZeRO slice. Collective: one all-gather over dp (slices) and one over tp (TP pieces) for all items."""
     values = [tensor_to_numpy(v).astype(np.float32) if isinstance(v, Tensor) else np.asarray(v, np.float32)
@@ -45,50 +45,36 @@ def _full_arrays(items, groups):
 
 
 def _local_piece(full, info, groups, sliced):
-    """This rank's piece of a single-process array: the inverse of `_full_arrays` (no communication)."""
-    full = np.asarray(full)
-    if tuple(full.shape) != tuple(info.full_shape):
-        raise CheckpointError(f"shape {tuple(full.shape)} does not match the model's {tuple(info.full_shape)}")
+    """This rank's piece of a single-process array (shaped `info.full_shape`): the inverse of `full_arrays` (no
+    communication)."""
     tp = groups.comm("tp")
-    piece = shard_tp(full, info.tp_mode, info.parts, tp.index, tp.size)
+    piece = shard_tp(np.asarray(full), info.tp_mode, info.parts, tp.index, tp.size)
     if sliced:
         dp = groups.comm("dp")
         piece = shard_flat(piece, dp.index, dp.size)
     return piece
 
 
-def _check_names(expected, given, what):
-    missing = sorted(set(expected) - set(given))
-    unexpected = sorted(set(given) - set(expected))
-    if missing or unexpected:
-        raise CheckpointError(f"{what} does not fit the model: missing {missing[:10]}, unexpected {unexpected[:10]}")
-
-
 def gather_arrays(model, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Single-process arrays from this rank's arrays shaped like the model's parameters, keyed by parameter name
     (the parameters themselves, or e.g. EMA shadows). Collective: every rank calls it with the same names."""
     plan = model.parallel_plan
-    _check_names(plan.params, arrays, "arrays")
+    check_names({p.name: p for p in model.trainable_params()}, arrays, "arrays do not fit this rank's parameters")
     names = list(plan.params)
-    full = _full_arrays([(arrays[n], plan.params[n], plan.params[n].zero3) for n in names], plan.groups)
+    full = full_arrays([(arrays[n], plan.params[n], plan.params[n].zero3) for n in names], plan.groups)
     return dict(zip(names, full))
 
 
 def local_arrays(model, tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """This rank's pieces of single-process arrays keyed by parameter name: the inverse of `gather_arrays`."""
     plan = model.parallel_plan
-    _check_names(plan.params, tensors, "state dict")
-    pieces = {}
-    for name, info in plan.params.items():
-        try:
-            pieces[name] = _local_piece(tensors[name], info, plan.groups, info.zero3)
-        except CheckpointError as err:
-            raise CheckpointError(f"parameter {name}: {err}") from None
-    return pieces
+    check_names({name: info.full_shape for name, info in plan.params.items()}, tensors,
+                "state dict does not fit the single-process model")
+    return {name: _local_piece(tensors[name], info, plan.groups, info.zero3) for name, info in plan.params.items()}
 
 
 def gather_state_dict(model) -> dict[str, np.ndarray]:
-    """`mg.training.checkpoint.state_dict` of the equivalent single-process model (collective)."""
+    """`mg.io.state_dict` of the equivalent single-process model (collective)."""
     return gather_arrays(model, {p.name: p for p in model.trainable_params()})
 
 
@@ -98,7 +84,7 @@ def load_gathered_state_dict(model, tensors: Mapping[str, np.ndarray], optimizer
     Pass the `ParallelAdamW` too if it exists already: its ZeRO slices are refreshed from the new weights."""
     pieces = local_arrays(model, tensors)
     for param in model.trainable_params():
-        param.copy_(Tensor(pieces[param.name], dtype=param.dtype))
+        copy_into(param, pieces[param.name])
     if optimizer is not None:
         optimizer.refresh_slices()
 
@@ -112,11 +98,11 @@ def _moment_pairs(optimizer):
 
 
 def gather_optimizer_state(optimizer) -> dict[str, np.ndarray]:
-    """`mg.training.optim.optimizer_state` of the equivalent single-process AdamW (collective)."""
+    """`mg.optim.optimizer_state` of the equivalent single-process AdamW (collective)."""
     pairs = list(_moment_pairs(optimizer))
     items = ([(m, info, sliced) for _, info, m, _, sliced in pairs]
              + [(v, info, sliced) for _, info, _, v, sliced in pairs])
-    arrays = _full_arrays(items, optimizer.groups)
+    arrays = full_arrays(items, optimizer.groups)
     names = [f"adam_m.{name}" for name, *_ in pairs] + [f"adam_v.{name}" for name, *_ in pairs]
     state = dict(zip(names, arrays))
     state["global_step"] = tensor_to_numpy(optimizer.global_step)
@@ -126,20 +112,11 @@ def gather_optimizer_state(optimizer) -> dict[str, np.ndarray]:
 def load_gathered_optimizer_state(optimizer, tensors: Mapping[str, np.ndarray]) -> None:
     """Load a single-process optimizer state into a `ParallelAdamW` (and refresh its slices of the weights)."""
     pairs = list(_moment_pairs(optimizer))
-    expected = [f"adam_{k}.{name}" for name, *_ in pairs for k in "mv"] + ["global_step"]
-    _check_names(expected, tensors, "optimizer state")
+    expected = {f"adam_{k}.{name}": info.full_shape for name, info, *_ in pairs for k in "mv"}
+    check_names({**expected, "global_step": optimizer.global_step}, tensors,
+                "optimizer state does not fit the single-process optimizer")
     for name, info, m, v, sliced in pairs:
         for key, target in ((f"adam_m.{name}", m), (f"adam_v.{name}", v)):
-            try:
-                piece = _local_piece(tensors[key], info, optimizer.groups, sliced)
-            except CheckpointError as err:
-                raise CheckpointError(f"optimizer state {key}: {err}") from None
-            target.copy_(Tensor(piece, dtype=target.dtype))
-    optimizer.global_step.copy_(Tensor(np.asarray(tensors["global_step"]), dtype=optimizer.global_step.dtype))
+            copy_into(target, _local_piece(tensors[key], info, optimizer.groups, sliced))
+    copy_into(optimizer.global_step, tensors["global_step"])
     optimizer.refresh_slices()
-
-
-def gather_gradients(optimizer, grads) -> dict[str, np.ndarray]:
-    """Single-process gradient arrays from `ParallelAdamW.reduce_gradients` output (collective; for tests/debug)."""
-    items = [(g, info, optimizer.slice_state or info.zero3) for g, info in zip(grads, optimizer.infos)]
-    return {p.name: array for p, array in zip(optimizer.parameters, _full_arrays(items, optimizer.groups))}

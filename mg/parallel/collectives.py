@@ -27,8 +27,7 @@ from collections import defaultdict
 import mindspore as ms
 from mindspore import mint, nn, ops
 
-NATIVE_DEVICES = ("Ascend",)
-
+from mg.backends import fused_on
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Byte meter
@@ -87,7 +86,7 @@ class GroupComm(nn.Cell):
     @staticmethod
     def create(name, ranks, rank, world):
         """The group of `ranks` seen from `rank` (creates the MindSpore group if it has several ranks)."""
-        native = ms.get_context("device_target") in NATIVE_DEVICES
+        native = fused_on(ms.get_context("device_target"))  # the devices with fused kernels have every op
         if len(ranks) == 1:
             return GroupComm(name, ranks, 0, world == 1, native)
         from mindspore.communication import GlobalComm, create_group

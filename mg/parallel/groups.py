@@ -101,9 +101,3 @@ def init_parallel(dp: int = 1, tp: int = 1, cp: int = 1) -> ParallelGroups:
 def get_parallel_groups() -> ParallelGroups:
     """The layout made by the last `init_parallel` (a single-process layout if it was never called)."""
     return _CURRENT if _CURRENT is not None else init_parallel(1, 1, 1)
-
-
-def data_parallel_rank() -> tuple[int, int]:
-    """(data-parallel rank, data-parallel size) of this process: what the data loader shards by."""
-    groups = get_parallel_groups()
-    return groups.dp_rank, groups.dp

@@ -16,8 +16,7 @@ import math
 import numpy as np
 from mindspore import Parameter, Tensor, nn
 
-from mg.models.dit.kernels import FROM_FEATURE_MAJOR, ROWS, TO_FEATURE_MAJOR, TOKEN_AXIS, dense, project_heads
-from mg.models.dit.layers import SelfAttention
+from mg.backends import FROM_FEATURE_MAJOR, ROWS, TO_FEATURE_MAJOR, linear, token_axis
 from mg.parallel.collectives import (CopyAcross, GatherReplicated, GatherSharded, ScatterSum, SplitReplicated,
                                      SumAcross)
 
@@ -106,7 +105,6 @@ class ParallelLinear(nn.Cell):
         if linear.bias is not None:
             bias = shard_tp(linear.bias.asnumpy(), self.mode if self.mode == "column" else None, parts, index, tp)
             self.bias = Parameter(Tensor(bias), name="bias")
-        self.fused = linear.fused
         self.enter, self.leave = None, None
         if self.mode == "column":
             self.enter = GatherSharded(tp_comm, 1) if sp else CopyAcross(tp_comm)
@@ -126,7 +124,7 @@ class ParallelLinear(nn.Cell):
         weight = self.zero_gather(weight) if self.zero else weight
         if self.enter is not None:
             x = self.enter(x)
-        y = dense(x, weight.astype(x.dtype), None, self.fused, layout)
+        y = linear(x, weight.astype(x.dtype), None, layout)
         if self.leave is not None:
             y = self.leave(y)
         if bias is not None:
@@ -134,23 +132,26 @@ class ParallelLinear(nn.Cell):
         return y
 
 
-class ContextParallelSelfAttention(SelfAttention):
+class ContextParallelSelfAttention(nn.Cell):
     """Self-attention over a CP shard of the tokens: local queries attend to K and V gathered from the CP group.
 
-    Takes over the projections (and so the parameter names) of a `SelfAttention`; `num_heads` is the local count."""
+    Wraps a `SelfAttention` (its projections keep their parameter names: parallelize drops `.inner.`)."""
 
     def __init__(self, attn, cp_comm):
-        nn.Cell.__init__(self)  # not SelfAttention's: the layers are attn's
-        self.num_heads = attn.num_heads
-        self.qkv = attn.qkv
-        self.proj = attn.proj
-        self.fused = attn.fused
-        self.gather_k = GatherSharded(cp_comm, TOKEN_AXIS[attn.fused])
-        self.gather_v = GatherSharded(cp_comm, TOKEN_AXIS[attn.fused])
+        super().__init__()
+        self.inner = attn
+        self.gather_k = GatherSharded(cp_comm, token_axis())
+        self.gather_v = GatherSharded(cp_comm, token_axis())
 
-    def heads(self, x, qkv_weight):
-        q, k, v = project_heads(self.qkv, x, qkv_weight, 3, self.num_heads, self.fused)
-        return q, self.gather_k(k), self.gather_v(v)
+    def construct(self, x):
+        return self.apply(x, *self.weights())[0]
+
+    def weights(self):
+        return self.inner.weights()
+
+    def apply(self, x, qkv_weight, proj_weight, saved=None):
+        q, k, v = self.inner.heads(x, qkv_weight)
+        return self.inner.attend(q, self.gather_k(k), self.gather_v(v), proj_weight, saved)
 
 
 class SequenceShardedBlock(nn.Cell):

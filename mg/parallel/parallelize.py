@@ -90,8 +90,6 @@ def parallelize(model, groups: Optional[ParallelGroups] = None, sp: bool = False
         for path, mode, parts, seq in _BLOCK_LINEARS:
             linear = _get_child(block, path)
             _set_child(block, path, ParallelLinear(linear, mode, parts, tp_comm, sp and seq, zero_comm))
-        block.attn.num_heads //= groups.tp
-        block.cross_attn.num_heads //= groups.tp
         if groups.cp > 1:
             block.attn = ContextParallelSelfAttention(block.attn, cp_comm)
     if zero_comm is not None:  # the projections outside the blocks

@@ -1,4 +1,4 @@
-"""Data-parallel AdamW with ZeRO stages 0-3, used in place of `mg.training.optim.AdamW` on a parallelized model.
+"""Data-parallel AdamW with ZeRO stages 0-3, used in place of `mg.optim.AdamW` on a parallelized model.
 
 It takes the raw gradients of this rank and does all the reduction itself:
   1. sums over the extra group each parameter needs (CP / SP shards of the tokens, see `ParallelPlan`);
@@ -23,7 +23,7 @@ import mindspore as ms
 from mindspore import Parameter, ParameterTuple, Tensor, mint, nn, ops
 
 from mg.parallel.layers import flat_shard_length, shard_flat
-from mg.training.optim import AdamW, is_no_decay
+from mg.optim import AdamW, is_no_decay
 
 _Named = namedtuple("_Named", "name shape")  # what `is_no_decay` reads, with the single-process shape
 

@@ -7,8 +7,8 @@ from typing import List
 
 import numpy as np
 from PIL import Image
-from safetensors.numpy import save_file
 
+from mg.io import save_safetensors
 from mg.models.tae.media import to_uint8_frames, write_video
 
 FORMATS = ("mp4", "gif", "png")
@@ -95,6 +95,6 @@ def save_video(folder, prompt, seed, video, fps, formats=("mp4",), latent=None, 
     if latent is not None:
         path = folder / (stem + ".latent.safetensors")
         meta = {"prompt": prompt, "seed": str(seed), "fps": str(fps)}
-        save_file({"latent": np.ascontiguousarray(latent, np.float32)}, str(path), metadata=meta)
+        save_safetensors(path, {"latent": np.ascontiguousarray(latent, np.float32)}, meta, overwrite=overwrite)
         paths.append(path)
     return paths

@@ -194,7 +194,7 @@ def load_pipeline(dit_checkpoint: str, tae_checkpoint: str, text_encoder_paths: 
     Args:
         dit_checkpoint: transformer checkpoint (`<stem>.safetensors` with its `<stem>.json`, written by save_dit or
             training; EMA weights preferred).
-        tae_checkpoint: TAE weights (`.safetensors` with its `.safetensors.json` config, written by save_tae).
+        tae_checkpoint: TAE weights (`<stem>.safetensors` with its `<stem>.json`, written by save_tae).
         text_encoder_paths: {kind: local Hugging Face-format folder} for encoders run on the fly.
         text_max_lengths: {kind: tokens} for those encoders (use the lengths the model was trained with).
         text_emb_folders: {kind: folder} of cached embeddings (docs/data.md), used instead of an encoder.

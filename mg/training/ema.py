@@ -7,7 +7,7 @@ from typing import Iterable, Iterator, Mapping
 import mindspore as ms
 import numpy as np
 
-from mg.training.checkpoint import CheckpointError, tensor_to_numpy
+from mg.io import check_names, copy_into, tensor_to_numpy
 
 
 class EMA:
@@ -18,12 +18,12 @@ class EMA:
     The shadows are NumPy arrays in host memory, updated in place: on CPU ``asnumpy()`` of a float32 parameter
     shares its memory, and NumPy's update was ~10x faster than the same update as MindSpore CPU kernels, even jitted
     (38.6 M values: 41 ms vs 420 ms). On an accelerator every update copies the weights to the host; update less
-    often there. Weights go back into the model with ``copy_`` (in place, so graphs that ``ms.jit`` has already
-    compiled see them; ``set_data`` would detach the parameter from such graphs).
+    often there. Weights go back into the model with `mg.io.copy_into` (in place, so graphs that ``ms.jit`` has
+    already compiled see them).
 
     Checkpointing: `state_dict` maps the parameter names to the shadows (so EMA weights load straight into a model
-    with `mg.training.checkpoint.load_state_dict`); ``num_updates`` is an int to keep in the checkpoint metadata and
-    pass back to `load_state_dict` (it only matters with ``warmup=True``).
+    with `mg.io.load_state_dict`); ``num_updates`` is an int to keep in the checkpoint metadata and pass back to
+    `load_state_dict` (it only matters with ``warmup=True``).
     """
 
     def __init__(self, params: Iterable[ms.Parameter], decay: float = 0.9999, warmup: bool = False):
@@ -60,14 +60,7 @@ class EMA:
 
     def load_state_dict(self, tensors: Mapping[str, np.ndarray], num_updates: int = 0) -> None:
         """Restore shadows saved by `state_dict`; names and shapes must match exactly."""
-        names = {p.name for p in self.params}
-        missing = sorted(names - set(tensors))
-        unexpected = sorted(set(tensors) - names)
-        mismatched = sorted(f"{p.name}: saved {tuple(tensors[p.name].shape)} vs model {tuple(p.shape)}"
-                            for p in self.params if p.name in tensors and tuple(tensors[p.name].shape) != p.shape)
-        if missing or unexpected or mismatched:
-            raise CheckpointError(f"EMA state does not fit: missing {missing}, unexpected {unexpected}, "
-                                  f"shape mismatch {mismatched}")
+        check_names({p.name: p for p in self.params}, tensors, "EMA state does not fit the tracked parameters")
         for param, shadow in zip(self.params, self.shadows):
             np.copyto(shadow, tensors[param.name], casting="same_kind")
         self.num_updates = int(num_updates)
@@ -81,11 +74,11 @@ class EMA:
         targets = self.params if params is None else list(params)
         if len(targets) != len(self.shadows) or any(t.shape != s.shape for t, s in zip(targets, self.shadows)):
             raise ValueError("swapped_in: parameters differ in number or shape from those the EMA tracks")
-        backups = [ms.Tensor(tensor_to_numpy(t)) for t in targets]  # host copies: Tensor.copy() lacks bf16 on CPU
+        backups = [tensor_to_numpy(t) for t in targets]  # host copies: Tensor.copy() lacks bf16 on CPU
         try:
             for target, shadow in zip(targets, self.shadows):
-                target.copy_(ms.Tensor(shadow))  # in place and casting (ops.assign lacks bf16 on CPU)
+                copy_into(target, shadow)
             yield
         finally:
             for target, backup in zip(targets, backups):
-                target.copy_(backup)
+                copy_into(target, backup)

@@ -1,10 +1,10 @@
 """What a checkpoint takes from and gives back to the model, the optimizer and the EMA: directly in one process, or
 gathered to (and split from) single-process arrays under a parallel layout, so that a checkpoint saved under one
 layout loads under any other."""
+from mg.io import load_state_dict, state_dict
 from mg.parallel import (gather_arrays, gather_optimizer_state, gather_state_dict, load_gathered_optimizer_state,
                          load_gathered_state_dict, local_arrays)
-from mg.training.checkpoint import load_state_dict, state_dict
-from mg.training.optim import load_optimizer_state, optimizer_state
+from mg.optim import load_optimizer_state, optimizer_state
 
 
 class LocalState:

@@ -21,6 +21,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from mg.io import atomic_path, remove_stale_temporaries
+
 JSONL_NAME = "log.jsonl"
 CSV_NAME = "log.csv"
 PLOT_NAME = "loss_curve.png"
@@ -28,13 +30,8 @@ _FIXED = ("step", "time")
 
 
 def _replace_atomically(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path, overwrite=True) as temporary, open(temporary, "wb") as f:
+        write(f)
 
 
 class TrainingLog:
@@ -51,6 +48,7 @@ class TrainingLog:
             raise ValueError(f"plot_every must be >= 0, got {plot_every}")
         self.output_dir = Path(output_dir)
         self.output_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(self.output_dir)
         self.jsonl_path = self.output_dir / JSONL_NAME
         self.csv_path = self.output_dir / CSV_NAME
         self.plot_path = self.output_dir / PLOT_NAME

@@ -18,10 +18,10 @@ import mindspore as ms
 import numpy as np
 from tqdm.auto import tqdm
 
+from mg.io import load_checkpoint
 from mg.models.dit.io import config_to_dict
-from mg.training.checkpoint import (CheckpointManager, load_checkpoint, merge_namespaces, rng_state, set_rng_state,
-                                    split_namespaces)
-from mg.training.optim import set_lr
+from mg.training.checkpoint import CheckpointManager, merge_namespaces, rng_state, set_rng_state, split_namespaces
+from mg.optim import set_lr
 from mg.training.state_io import LocalState
 from mg.training.train_log import TrainingLog
 

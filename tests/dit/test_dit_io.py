@@ -2,9 +2,10 @@ import mindspore as ms
 import numpy as np
 import pytest
 
+from mg.io import CheckpointError, save_checkpoint, state_dict
 from mg.models.dit import MovieGenDiT, load_dit, save_dit
-from mg.training.checkpoint import CheckpointError, merge_namespaces, save_checkpoint, state_dict
 from mg.models.dit.io import config_to_dict
+from mg.training.checkpoint import merge_namespaces
 
 from dit.helpers import random_model, text_inputs, tiny_config
 

@@ -1,15 +1,22 @@
+from pathlib import Path
+
 import mindspore as ms
 import numpy as np
 import pytest
 from mindspore import nn, ops
 
-from mg.models.dit import MovieGenDiT, dit_config, expand_position_tables, kernels, parameter_count
-from mg.models.dit.checkpoint import enable_recompute
+import mg.backends.mha as mha
+from mg.backends import apply_recompute
+from mg.backends.recompute import Checkpointed
+from mg.models.dit import DiTConfig, MovieGenDiT, dit_config, expand_position_tables, load_dit, parameter_count
+from mg.models.dit.config import SIZES
 from mg.models.dit.embeddings import POSITION_INIT_STD, PatchEmbed3D
 from mg.schedulers import FlowMatching
 from mg.training.train_step import FlowMatchingTrainStep
 
 from dit.helpers import random_model, text_inputs, tiny_config
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("shape", [(1, 4, 1, 8, 8),      # image, square
@@ -110,20 +117,31 @@ def test_parameter_count_of_built_model_matches_formula():
 
 
 @pytest.mark.slow
-def test_1b_preset_builds_with_the_counted_parameters():
+def test_1b_flavor_builds_with_the_counted_parameters():
     config = dit_config("1B")
     model = MovieGenDiT(config)
     assert sum(p.size for p in model.get_parameters()) == parameter_count(config)
     assert 0.9e9 < parameter_count(config) < 1.1e9
 
 
-@pytest.mark.parametrize("preset, expected", [("5B", 4.9e9), ("30B", 2.93e10)])
-def test_large_preset_counts_match_the_design(preset, expected):
-    assert abs(parameter_count(dit_config(preset)) / expected - 1) < 0.03
+@pytest.mark.parametrize("flavor, expected", [("5B", 4.9e9), ("30B", 2.93e10)])
+def test_large_flavor_counts_match_the_design(flavor, expected):
+    assert abs(parameter_count(dit_config(flavor)) / expected - 1) < 0.03
 
 
-def test_unknown_preset_and_bad_sizes_are_refused():
-    with pytest.raises(ValueError, match="unknown transformer preset"):
+def test_a_flavor_fills_the_sizes_left_unset_and_the_shipped_toy_is_the_toy_flavor():
+    assert (DiTConfig(flavor="5B").depth, DiTConfig(flavor="5B").dim) == (32, 3072)
+    assert DiTConfig(flavor="5B", depth=2).depth == 2 and DiTConfig(flavor="5B", depth=2).ffn_dim == 8192
+    assert DiTConfig(depth=1, dim=8, ffn_dim=8, num_heads=2).dim == 8  # no flavor: every size given
+    with pytest.raises(ValueError, match=r"a flavor .* or all of its sizes; missing \['ffn_dim', 'num_heads'\]"):
+        DiTConfig(depth=1, dim=8)
+    shipped = load_dit(ROOT / "checkpoints/toy/dit.safetensors").config
+    toy = dit_config("toy")
+    assert [getattr(shipped, k) for k in SIZES] == [getattr(toy, k) for k in SIZES]
+
+
+def test_unknown_flavor_and_bad_sizes_are_refused():
+    with pytest.raises(ValueError, match="unknown transformer flavor"):
         dit_config("2B")
     with pytest.raises(ValueError, match="not divisible by num_heads"):
         dit_config("tiny", dim=30, num_heads=4)
@@ -163,61 +181,56 @@ def test_stage1_checkpoint_loads_into_stage2_model_after_expansion():
         expand_position_tables(expanded, max_t=4, max_h=3, max_w=6)
 
 
-@pytest.mark.parametrize("jit", [False, True])
-def test_recompute_gives_the_same_loss_and_gradients(jit):
-    rng = np.random.default_rng(0)
-    x1 = ms.Tensor(rng.standard_normal((1, 4, 2, 4, 4)).astype(np.float32))
-    x0 = ms.Tensor(rng.standard_normal((1, 4, 2, 4, 4)).astype(np.float32))
-    t = ms.Tensor(np.array([0.4], np.float32))
-    embs, masks = text_inputs(1, [[3], [2]], rng)
-    results = []
-    for every in (0, 1):
-        model = random_model(seed=3, recompute_every=every)
-        flow = FlowMatching()
-
-        def loss_fn(*args):
-            return flow.loss(model, *args)
-        grad = ms.value_and_grad(loss_fn, None, model.trainable_params())
-        loss, grads = (ms.jit(grad) if jit else grad)(x1, x0, t, embs, masks)
-        results.append((float(loss.asnumpy()), [g.asnumpy() for g in grads]))
-    assert results[0][0] == pytest.approx(results[1][0], rel=1e-6)
-    for a, b in zip(results[0][1], results[1][1]):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
-    assert all(np.abs(g).max() > 0 for g in results[0][1][:3])
-
-
-def test_a_recomputed_block_reuses_its_self_attention_result(monkeypatch):
-    """The backward recomputes each block from its inputs but takes the self-attention's result from the first
-    forward: one unmasked attention forward per block, not two (the masked ones are the cross-attention's)."""
-    unmasked = []
-    original = kernels._attention_out
-
-    def counting(q, k, v, bias):
-        unmasked.append(bias is None)
-        return original(q, k, v, bias)
-    monkeypatch.setattr(kernels, "_attention_out", counting)
+def recompute_gradients(model, jit):
     rng = np.random.default_rng(0)
     x1, x0 = (ms.Tensor(rng.standard_normal((1, 4, 2, 4, 4)).astype(np.float32)) for _ in range(2))
     embs, masks = text_inputs(1, [[3], [2]], rng)
-    model = random_model(seed=3, recompute_every=1)
     flow = FlowMatching()
-    grads = ms.grad(lambda *args: flow.loss(model, *args), None, model.trainable_params())(
-        x1, x0, ms.Tensor(np.array([0.4], np.float32)), embs, masks)
-    assert np.abs(grads[0].asnumpy()).max() > 0
-    assert unmasked.count(True) == model.config.depth
-    assert unmasked.count(False) == 2 * model.config.depth  # the cross-attention is computed again
+
+    def loss_fn(*args):
+        return flow.loss(model, *args)
+    grad = ms.value_and_grad(loss_fn, None, model.trainable_params())
+    loss, grads = (ms.jit(grad) if jit else grad)(x1, x0, ms.Tensor(np.array([0.4], np.float32)), embs, masks)
+    return float(loss.asnumpy()), {p.name: g.asnumpy() for p, g in zip(model.trainable_params(), grads)}
 
 
-def test_recompute_is_mindspores_pass_on_ascend_and_the_block_checkpoint_elsewhere():
-    model = random_model(seed=3, recompute_every=1)
-    assert all(block.checkpoint is not None for block in model.blocks)
+@pytest.mark.parametrize("jit", [False, True])
+def test_recompute_gives_the_same_loss_and_gradients(jit):
+    """PyNative: MindSpore's Cell.recompute; compiled on CPU: the shared block checkpoint."""
+    plain = recompute_gradients(random_model(seed=3), jit)
+    recomputed = recompute_gradients(apply_recompute(random_model(seed=3), 1, compiled=jit), jit)
+    assert plain[0] == pytest.approx(recomputed[0], rel=1e-6)
+    assert plain[1].keys() == recomputed[1].keys()
+    for name, grad in plain[1].items():
+        np.testing.assert_allclose(recomputed[1][name], grad, rtol=1e-4, atol=1e-6, err_msg=name)
+    assert all(np.abs(g).max() > 0 for g in plain[1].values())
+
+
+def test_a_recomputed_block_reuses_its_self_attention_result(monkeypatch):
+    """The compiled backward recomputes each block from its inputs but takes the self-attention's result from the
+    first forward: with that kept result replaced by zeros, the gradient of the attention's output projection
+    (which multiplies it) vanishes, while the loss is unchanged."""
+    def zeros_instead(self, q, k, v, saved):
+        return saved * 0
+    monkeypatch.setattr(mha._AttentionReplay, "construct", zeros_instead)
+    plain = recompute_gradients(random_model(seed=3), jit=True)
+    recomputed = recompute_gradients(apply_recompute(random_model(seed=3), 1, compiled=True), jit=True)
+    assert plain[0] == pytest.approx(recomputed[0], rel=1e-6)
+    for i in range(2):
+        name = f"blocks.{i}.attn.proj.weight"
+        assert np.abs(plain[1][name]).max() > 1e-3 and np.abs(recomputed[1][name]).max() == 0.0, name
+
+
+def test_recompute_is_mindspores_pass_on_ascend_and_in_pynative_and_the_block_checkpoint_compiled_on_cpu():
+    names = [p.name for p in random_model(seed=3).trainable_params()]
+    model = apply_recompute(random_model(seed=3), 1, compiled=True)
+    assert all(isinstance(block, Checkpointed) for block in model.blocks)
     # one checkpoint cell for all blocks: one per block kept ~90 MiB more compiled graph per block
     assert len({id(block.checkpoint) for block in model.blocks}) == 1
-    names = [p.name for p in random_model(seed=3).trainable_params()]
     assert [p.name for p in model.trainable_params()] == names  # the checkpoint adds no parameters or prefixes
-    plain = random_model(seed=3)
-    enable_recompute(plain.blocks, 2, "Ascend")
-    assert [block._recompute_cell is not None for block in plain.blocks] == [True, False]
-    assert all(block.checkpoint is None for block in plain.blocks)
-    with pytest.raises(ValueError, match="recompute_every = 2: on CPU"):
-        random_model(seed=3, recompute_every=2)
+    for compiled, device in ((True, "Ascend"), (False, "CPU")):
+        plain = apply_recompute(random_model(seed=3), 2, compiled=compiled, device_target=device)
+        assert [block._recompute_cell is not None for block in plain.blocks] == [True, False]
+        assert not any(isinstance(block, Checkpointed) for block in plain.blocks)
+    with pytest.raises(ValueError, match="recompute_every = 2: compiled on CPU"):
+        apply_recompute(random_model(seed=3), 2, compiled=True)

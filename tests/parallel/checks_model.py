@@ -8,17 +8,17 @@ import mindspore as ms
 import numpy as np
 from mindspore import ops
 
+from mg.backends import apply_recompute
+from mg.io import load_checkpoint, load_state_dict, save_checkpoint, state_dict
 from mg.models.dit import MovieGenDiT, dit_config
-from mg.parallel.checkpoint import (gather_gradients, gather_optimizer_state, gather_state_dict,
+from mg.parallel.checkpoint import (full_arrays, gather_optimizer_state, gather_state_dict,
                                     load_gathered_optimizer_state, load_gathered_state_dict)
 from mg.parallel.collectives import METER
-from mg.parallel.data import sample_rng
 from mg.parallel.groups import init_parallel
 from mg.parallel.parallelize import parallelize
 from mg.parallel.zero import ParallelAdamW
 from mg.schedulers import EulerSampler, FlowMatching
-from mg.training.checkpoint import load_checkpoint, load_state_dict, save_checkpoint, state_dict
-from mg.training.optim import build_adamw, optimizer_state
+from mg.optim import build_adamw, optimizer_state
 from mg.training.train_step import FlowMatchingTrainStep
 
 TEXT_DIMS = {"ul2": 12, "byt5": 8}
@@ -34,6 +34,12 @@ PER_RANK_BATCH = 2
 def tiny_config(**overrides):
     return dit_config("tiny", depth=2, dim=32, ffn_dim=48, num_heads=4, in_channels=4, text_encoders=dict(TEXT_DIMS),
                       max_t=4, max_h=6, max_w=6, **overrides)
+
+
+def gather_gradients(optimizer, grads):
+    """Single-process gradient arrays from `ParallelAdamW.reduce_gradients` output (collective)."""
+    items = [(g, info, optimizer.slice_state or info.zero3) for g, info in zip(grads, optimizer.infos)]
+    return {p.name: array for p, array in zip(optimizer.parameters, full_arrays(items, optimizer.groups))}
 
 
 def reference_weights(seed=0):
@@ -137,7 +143,8 @@ def check_layout(name, dp, tp, cp, sp=False, zero_stage=0, checkpoint_dir=None):
 
 def check_training_run(name, dp, steps=2, zero_stage=1):
     """`steps` FlowMatchingTrainStep updates under dp ranks against one process with dp times the batch; t and noise
-    come from `sample_rng` and the data from this rank's rows."""
+    come from the generator seeded (seed, step, data-parallel rank), as in the trainer, and the data from this rank's
+    rows."""
     groups = init_parallel(dp=dp)
     flow, weights = FlowMatching(), reference_weights()
     ref = make_model(weights)
@@ -151,7 +158,7 @@ def check_training_run(name, dp, steps=2, zero_stage=1):
         # each data-parallel rank draws t and noise for its own samples; the reference concatenates them
         draws = []
         for r in range(dp):
-            rng = sample_rng(seed=7, step=i, dp_rank=r)
+            rng = np.random.default_rng([7, i, r])
             draws.append((flow.sample_noise((PER_RANK_BATCH,) + x1.shape[1:], rng), flow.sample_t(PER_RANK_BATCH, rng)))
         x0, t = np.concatenate([d[0] for d in draws]), np.concatenate([d[1] for d in draws])
         loss_ref = float(ref_step(*_tensors(x1, x0, t, embs, masks)).asnumpy())
@@ -211,8 +218,9 @@ def check_jit_step(name, dp, tp, zero_stage=0, recompute=False):
     groups = init_parallel(dp=dp, tp=tp)
     flow, weights = FlowMatching(), reference_weights()
     _, _, _, weights_ref, _ = single_process_step(PER_RANK_BATCH * dp)
-    model = make_model(weights, recompute_every=int(recompute))
+    model = make_model(weights)
     parallelize(model, groups, zero_stage=zero_stage)
+    apply_recompute(model, int(recompute), compiled=True)
     step = FlowMatchingTrainStep(model, ParallelAdamW(model, **ADAMW, clip_grad_norm=CLIP), flow, jit=True)
     rows = slice(groups.dp_rank * PER_RANK_BATCH, (groups.dp_rank + 1) * PER_RANK_BATCH)
     step(*_tensors(*make_batch(PER_RANK_BATCH * dp), rows=rows))

@@ -4,16 +4,15 @@ import numpy as np
 import pytest
 
 from mg.models.dit import MovieGenDiT, dit_config
-from mg.parallel.data import sample_rng, shard_batch
 from mg.parallel.groups import ParallelGroups, init_parallel, layout_ranks
-from mg.models.dit.kernels import FROM_FEATURE_MAJOR, TO_FEATURE_MAJOR
+from mg.backends import FROM_FEATURE_MAJOR, TO_FEATURE_MAJOR
 from mg.models.dit.layers import Linear
 from mg.parallel.layers import ParallelLinear, shard_flat, shard_tp, unshard_tp
 from mg.parallel.parallelize import parallelize
 from mg.parallel.zero import ParallelAdamW
 from mg.schedulers import FlowMatching
-from mg.training.checkpoint import state_dict
-from mg.training.optim import build_adamw, get_lr, set_lr
+from mg.io import state_dict
+from mg.optim import build_adamw, get_lr, set_lr
 
 
 def tiny_model(seed=0):
@@ -82,19 +81,6 @@ def test_single_process_layout_is_the_plain_model_and_adamw():
     assert max(float(np.abs(got[k] - expected[k]).max()) for k in expected) < 1e-6
     set_lr(parallel, 5e-3)  # the training loop's learning-rate policy drives it like AdamW
     assert get_lr(parallel) == pytest.approx(5e-3)
-
-
-def test_random_draws_are_shared_within_a_sample_and_differ_across_dp_ranks():
-    a, b, c = sample_rng(3, 10, dp_rank=1), sample_rng(3, 10, dp_rank=1), sample_rng(3, 10, dp_rank=0)
-    first = a.standard_normal(4)
-    np.testing.assert_array_equal(first, b.standard_normal(4))
-    assert not np.allclose(first, c.standard_normal(4))
-
-
-def test_shard_batch_takes_this_ranks_rows():
-    np.testing.assert_array_equal(shard_batch(np.arange(6), dp_rank=2, dp=3), [4, 5])
-    with pytest.raises(ValueError, match="cannot be split evenly over 4 data-parallel ranks"):
-        shard_batch(np.arange(6), dp_rank=0, dp=4)
 
 
 def test_bad_layouts_are_refused_with_the_option_named():

@@ -1,5 +1,5 @@
 """Tiny random checkpoints (DiT, TAE, text encoders) written once per test session, in the layout of
-configs/inference/toy.yaml: dit.safetensors + dit.json, tae.safetensors + tae.safetensors.json, ul2/, byt5/."""
+configs/inference/toy.yaml: dit.safetensors + dit.json, tae.safetensors + tae.json, ul2/, byt5/."""
 import mindspore as ms
 import numpy as np
 import pytest

@@ -1,12 +1,20 @@
 """TAE shapes, lengths, latent scaling and checkpoint round trip."""
+import json
+from pathlib import Path
+
 import mindspore as ms
 import numpy as np
 import pytest
 from mindspore import mint, ops
+from safetensors.numpy import save_file
 
+from mg.io import CheckpointError, read_metadata, state_dict
 from mg.models.tae import TemporalAutoencoder, load_tae, save_tae, tae_config
+from mg.models.tae.io import load_tae_config
 from mg.models.tae.layers import GroupNorm
 from mg.models.tae.losses import l1_loss
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -119,18 +127,49 @@ def test_default_preset_is_16_channel_image_vae_layout():
         tae_config("huge")
 
 
+def _assert_same_weights(a, b):
+    assert a.config == b.config
+    for (name, x), (_, y) in zip(a.parameters_and_names(), b.parameters_and_names()):
+        np.testing.assert_array_equal(x.asnumpy(), y.asnumpy(), err_msg=name)
+
+
 def test_save_and_load_round_trip(tmp_path, tiny_tae):
     path = tmp_path / "tae.safetensors"
-    save_tae(tiny_tae, path)
+    assert save_tae(tiny_tae, path, extra={"note": "x"}) == path
     with pytest.raises(FileExistsError):
         save_tae(tiny_tae, path)
-    loaded = load_tae(path)
-    assert loaded.config == tiny_tae.config
-    for (name, a), (_, b) in zip(tiny_tae.parameters_and_names(), loaded.parameters_and_names()):
-        np.testing.assert_array_equal(a.asnumpy(), b.asnumpy(), err_msg=name)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tae.json", "tae.safetensors"]
+    assert read_metadata(path) == {"note": "x", "tae_config": tiny_tae.config.to_dict()}
+    _assert_same_weights(load_tae(path), tiny_tae)
+    assert load_tae_config(tmp_path / "tae") == tiny_tae.config
+
+    record = json.loads((tmp_path / "tae.json").read_text())
+    record["metadata"]["tae_config"]["bogus"] = 1
+    (tmp_path / "tae.json").write_text(json.dumps(record))
+    with pytest.raises(ValueError, match="bad TAE config in .*tae.json: .*unknown keys"):
+        load_tae(path)
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 1
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="tae.safetensors is corrupt"):
+        load_tae(path, config=tiny_tae.config)
+
+
+def test_the_older_layout_still_loads(tmp_path, tiny_tae):
+    """tae.safetensors + tae.safetensors.json {"config": ...}, as in checkpoints/toy (and a bare file + config)."""
+    path = tmp_path / "tae.safetensors"
+    save_file(state_dict(tiny_tae), str(path))
+    with pytest.raises(FileNotFoundError, match="pass config=TAEConfig"):
+        load_tae(path)
+    _assert_same_weights(load_tae(path, config=tiny_tae.config), tiny_tae)
+    (tmp_path / "tae.safetensors.json").write_text(json.dumps({"config": tiny_tae.config.to_dict()}))
+    _assert_same_weights(load_tae(path), tiny_tae)
+    assert load_tae_config(path) == tiny_tae.config
     (tmp_path / "tae.safetensors.json").write_text('{"config": {"bogus": 1}}')
     with pytest.raises(ValueError, match="unknown keys"):
         load_tae(path)
+    committed = load_tae(ROOT / "checkpoints" / "toy" / "tae.safetensors")
+    assert committed.config.scaling_factor != 1.0  # fitted by the toy training
 
 
 def test_jit_gradients_equal_pynative_gradients():

@@ -36,7 +36,7 @@ def test_train_tae_saves_resumes_and_exports(tmp_path):
     # a finished run is not overwritten; resuming it needs a new length and no exported model
     assert "exists" in _run("train_tae.py", *common, "--train.steps", "3", ok=False).stderr
     (out / "tae.safetensors").unlink()
-    (out / "tae.safetensors.json").unlink()
+    (out / "tae.json").unlink()
     _run("train_tae.py", *common, "--train.steps", "3", "--train.resume", "latest")
     steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
     assert steps == [0, 1, 2]

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
+from mg.io import CheckpointError
 from mg.models.text_encoders import build_text_encoder
 
 
@@ -42,7 +43,8 @@ def test_config_weight_mismatch(tmp_path, make_t5):
     make_t5(tmp_path, "gated-gelu", vocab_size=384)
     cfg = json.loads((tmp_path / "config.json").read_text())
     (tmp_path / "config.json").write_text(json.dumps({**cfg, "d_ff": 50}))
-    with pytest.raises(ValueError, match=r"has shape \(48, 32\), the model expects \(50, 32\)"):
+    with pytest.raises(CheckpointError, match=r"does config.json match.*6 shape mismatch \[.*wi_0.weight: \(48, 32\) "
+                                              r"vs expected \(50, 32\)"):
         build_text_encoder("byt5", tmp_path, 8)
 
 
@@ -51,7 +53,7 @@ def test_missing_tensor_is_named(tmp_path, make_t5):
     weights = load_file(tmp_path / "model.safetensors")
     del weights["encoder.final_layer_norm.weight"]
     save_file(weights, tmp_path / "model.safetensors")
-    with pytest.raises(ValueError, match="lacks weights for .*final_layer_norm.weight"):
+    with pytest.raises(CheckpointError, match=r"does not fit T5Encoder .*: 1 missing \[final_layer_norm.weight\]"):
         build_text_encoder("byt5", tmp_path, 8)
 
 

@@ -5,6 +5,8 @@ import torch
 import transformers
 
 from mg.models.text_encoders import build_text_encoder
+from mg.models.text_encoders.checkpoint import load_weights
+from mg.models.text_encoders.encoder import _t5_name
 from mg.models.text_encoders.tiny import write_tiny_text_encoder
 
 REFERENCE = {"ul2": transformers.T5EncoderModel, "byt5": transformers.T5EncoderModel,
@@ -47,3 +49,18 @@ def test_truncation_is_reported_once(tmp_path, caplog):
         assert "cut to max_length 12" in caplog.text and "a yellow triangle moving right" in caplog.text
         enc.encode(["a yellow triangle moving left"])
         assert len(caplog.records) == 1
+
+
+def test_loading_weights_writes_into_the_parameters(tmp_path):
+    """In place, as a graph that ms.jit compiled before the load needs (set_data would swap in new tensors)."""
+    sizes = dict(hidden_size=16, num_layers=1, num_heads=2)
+    first = write_tiny_text_encoder("byt5", tmp_path / "first", seed=0, **sizes)
+    second = write_tiny_text_encoder("byt5", tmp_path / "second", seed=1, **sizes)
+    model = build_text_encoder("byt5", first, max_length=6).model
+    views = {name: p.asnumpy() for name, p in model.parameters_and_names()}  # on CPU: the parameters' own memory
+    before = {name: view.copy() for name, view in views.items()}
+    load_weights(model, second, _t5_name)
+    expected = build_text_encoder("byt5", second, max_length=6).model
+    for name, p in expected.parameters_and_names():
+        np.testing.assert_array_equal(views[name], p.asnumpy(), err_msg=name)
+    assert any(np.abs(views[name] - before[name]).max() > 1e-2 for name in views)

@@ -9,11 +9,13 @@ import time
 import numpy as np
 import pytest
 
-from mg.training.checkpoint import CheckpointManager, load_checkpoint
+from mg.io import load_checkpoint
+from mg.training.checkpoint import CheckpointManager
 
 # The child saves step 1, then starts saving step 2 and is killed by the parent. With a stall point it blocks inside
 # the save (a hook on os.replace: 1 = tensors written to a temporary, 2 = tensors renamed but sidecar not) and reports
-# it; without one it writes a big tensor and the parent kills it after a delay, wherever it happens to be.
+# it; without one it writes a big tensor and the parent kills it after a delay, wherever it happens to be (often
+# inside safetensors' own temporary file, which lands in mg.io's temporary directory).
 CHILD = textwrap.dedent("""
     import os, sys, time
     import numpy as np
@@ -66,7 +68,7 @@ def _run_and_kill(directory, stall_at, big, wait_for, delay=0.0):
 def test_sigkill_mid_save_keeps_previous_checkpoint(tmp_path, stall_at):
     _run_and_kill(tmp_path, stall_at, big=16, wait_for="STALLED")
     leftovers = sorted(p.name for p in tmp_path.iterdir())
-    assert any(".tmp-" in name or name == "step_000000002.safetensors" for name in leftovers), leftovers
+    assert any(".mg-tmp-" in name or name == "step_000000002.safetensors" for name in leftovers), leftovers
 
     mgr = CheckpointManager(tmp_path, keep_last=1)
     assert mgr.list() == [mgr.path_for(1)]
@@ -91,4 +93,4 @@ def test_sigkill_during_big_save_leaves_a_complete_checkpoint(tmp_path):
         np.testing.assert_array_equal(tensors["w"], np.ones((3, 4), np.float32))
         assert tensors["big"].shape == (12 * 2**20,) and tensors["big"].min() == tensors["big"].max() == 1.0
     assert meta["step"] == int(latest.stem.split("_")[1])
-    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+    assert all(p.name.startswith("step_") for p in tmp_path.iterdir())  # no temporaries left

@@ -4,7 +4,7 @@ import pytest
 
 from mg.models.dit import MovieGenDiT
 from mg.schedulers import FlowMatching
-from mg.training.optim import build_adamw
+from mg.optim import build_adamw
 from mg.training.train_step import FlowMatchingTrainStep
 
 from dit.helpers import text_inputs, tiny_config

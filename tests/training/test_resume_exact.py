@@ -3,11 +3,11 @@ import mindspore as ms
 import numpy as np
 from mindspore import nn, ops
 
-from mg.training.checkpoint import (CheckpointManager, load_checkpoint, load_state_dict, merge_namespaces, rng_state,
-                                    set_rng_state, split_namespaces, state_dict)
+from mg.io import load_checkpoint, load_state_dict, state_dict
+from mg.training.checkpoint import CheckpointManager, merge_namespaces, rng_state, set_rng_state, split_namespaces
 from mg.training.ema import EMA
 from mg.training.lr_policy import PlateauLR
-from mg.training.optim import build_adamw, load_optimizer_state, optimizer_state, set_lr
+from mg.optim import build_adamw, load_optimizer_state, optimizer_state, set_lr
 
 TOTAL, SAVE_AT, VALIDATE_EVERY = 8, 4, 2
 

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 import train
+from mg.io import load_checkpoint
 from mg.models.dit import load_dit
-from mg.training.checkpoint import CheckpointManager, load_checkpoint, split_namespaces
+from mg.training.checkpoint import CheckpointManager, split_namespaces
 
 from training.cached_dataset import train_args, write_cached_dataset
 

@@ -1,24 +1,38 @@
-"""Transformer configuration, the size presets of the design, and the parameter count of a configuration."""
-from dataclasses import dataclass, field, fields, replace
-from typing import Dict, Tuple
+"""Transformer configuration, the named sizes (flavors), and the parameter count of a configuration."""
+from dataclasses import dataclass, field, fields
+from typing import Dict, Optional, Tuple
 
 DEFAULT_TEXT_ENCODERS = {"ul2": 4096, "byt5": 1472, "metaclip": 1280}
+
+
+# The named sizes (layers, model width, FFN width, heads): the design's 1B, 5B and 30B, the toy world's shipped model
+# (checkpoints/toy) and a tiny one for tests. Configs name one (`model.flavor`) and may override any size.
+FLAVORS = {
+    "30B": dict(depth=48, dim=6144, ffn_dim=16384, num_heads=48),
+    "5B": dict(depth=32, dim=3072, ffn_dim=8192, num_heads=24),
+    "1B": dict(depth=24, dim=1536, ffn_dim=4096, num_heads=16),
+    "toy": dict(depth=4, dim=128, ffn_dim=352, num_heads=4),
+    "tiny": dict(depth=2, dim=64, ffn_dim=128, num_heads=4),
+}
+SIZES = ("depth", "dim", "ffn_dim", "num_heads")
 
 
 @dataclass(frozen=True)
 class DiTConfig:
     """Architecture of the Movie Gen transformer.
 
+    `flavor` names a size in FLAVORS; the sizes it gives (depth, dim, ffn_dim, num_heads) apply where the sizes are
+    left unset, so a flavor can be given with some sizes changed. Without a flavor every size must be given.
     max_t / max_h / max_w size the positional tables in patch-grid units (latent frames, latent rows / 2, latent
-    columns / 2); stage configs grow them (see `expand_position_tables`). `recompute_every` = n recomputes the
-    activations of every n-th block in the backward pass (0: off; on CPU only 1, see mg/models/dit/checkpoint.py).
-    `dtype` is the compute dtype ("fp32" or "bf16"); parameters stay fp32.
+    columns / 2); stage configs grow them (see `expand_position_tables`). `dtype` is the compute dtype ("fp32" or
+    "bf16"); parameters stay fp32.
     """
 
-    depth: int = 2
-    dim: int = 64
-    ffn_dim: int = 128
-    num_heads: int = 4
+    flavor: Optional[str] = None
+    depth: Optional[int] = None
+    dim: Optional[int] = None
+    ffn_dim: Optional[int] = None
+    num_heads: Optional[int] = None
     in_channels: int = 16
     patch_size: Tuple[int, int, int] = (1, 2, 2)
     text_encoders: Dict[str, int] = field(default_factory=lambda: dict(DEFAULT_TEXT_ENCODERS))
@@ -27,10 +41,20 @@ class DiTConfig:
     max_w: int = 64
     timestep_frequency_dim: int = 256
     norm_eps: float = 1e-6
-    recompute_every: int = 0
     dtype: str = "fp32"
 
     def __post_init__(self):
+        if self.flavor is not None:
+            if self.flavor not in FLAVORS:
+                raise ValueError(f"unknown transformer flavor {self.flavor!r}; choose one of {sorted(FLAVORS)}")
+            for name, value in FLAVORS[self.flavor].items():
+                if getattr(self, name) is None:
+                    object.__setattr__(self, name, value)
+        unset = [name for name in SIZES if getattr(self, name) is None]
+        if unset:
+            raise ValueError(f"the transformer needs a flavor ({sorted(FLAVORS)}) or all of its sizes; "
+                             f"missing {unset}")
+        object.__setattr__(self, "patch_size", tuple(self.patch_size))
         if self.dim % self.num_heads:
             raise ValueError(f"dim={self.dim} is not divisible by num_heads={self.num_heads}")
         if self.dtype not in ("fp32", "bf16"):
@@ -41,25 +65,12 @@ class DiTConfig:
             raise ValueError("text_encoders must name at least one encoder and its width")
 
 
-# The sizes of the design's table (layers, model dimension, FFN dimension, heads), plus small ones for the toy
-# world and tests.
-PRESETS = {
-    "30B": dict(depth=48, dim=6144, ffn_dim=16384, num_heads=48),
-    "5B": dict(depth=32, dim=3072, ffn_dim=8192, num_heads=24),
-    "1B": dict(depth=24, dim=1536, ffn_dim=4096, num_heads=16),
-    "toy": dict(depth=4, dim=256, ffn_dim=704, num_heads=4),
-    "tiny": dict(depth=2, dim=64, ffn_dim=128, num_heads=4),
-}
-
-
-def dit_config(preset="tiny", **overrides):
-    """The configuration of a named preset, with any field overridden."""
-    if preset not in PRESETS:
-        raise ValueError(f"unknown transformer preset {preset!r}; choose one of {sorted(PRESETS)}")
+def dit_config(flavor="tiny", **overrides):
+    """The configuration of a named flavor, with any field overridden."""
     unknown = set(overrides) - {f.name for f in fields(DiTConfig)}
     if unknown:
         raise ValueError(f"unknown DiTConfig fields {sorted(unknown)}")
-    return replace(DiTConfig(**PRESETS[preset]), **overrides)
+    return DiTConfig(flavor=flavor, **overrides)
 
 
 def parameter_count(config):

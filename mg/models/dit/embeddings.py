@@ -6,8 +6,7 @@ import numpy as np
 from mindspore import Parameter, mint, nn
 from mindspore.common.initializer import HeUniform, Normal, Uniform, initializer
 
-from mg.models.copying_views import permute
-from mg.models.dit.kernels import dense, use_fused_kernels
+from mg.backends import linear, permute
 from mg.models.dit.layers import Linear
 
 # Per-element std of each positional table at initialisation: the three tables together then weigh about as much as
@@ -39,14 +38,13 @@ class PatchEmbed3D(nn.Cell):
         super().__init__()
         self.patch_size = tuple(patch_size)
         self.proj = PatchProjection(in_channels, dim, self.patch_size)
-        self.fused = use_fused_kernels()
 
     def construct(self, x):
         b, c, t, h, w = x.shape
         pt, ph, pw = self.patch_size
         x = permute(x.reshape(b, c, t // pt, pt, h // ph, ph, w // pw, pw), (0, 2, 4, 6, 1, 3, 5, 7))
         weight = self.proj.weight.reshape(self.proj.weight.shape[0], -1)
-        return dense(x.reshape(b, -1, weight.shape[1]).astype(weight.dtype), weight, self.proj.bias, self.fused)
+        return linear(x.reshape(b, -1, weight.shape[1]).astype(weight.dtype), weight, self.proj.bias)
 
 
 def unpatchify(tokens, grid, patch_size, channels):

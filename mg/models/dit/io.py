@@ -1,19 +1,17 @@
 """Saving and loading transformer weights.
 
-A DiT checkpoint is a checkpoint of mg.training.checkpoint (safetensors + JSON sidecar) whose metadata holds
-`dit_config` (the DiTConfig fields). Its tensors are either the bare parameters (an exported model) or training
-namespaces `model/...`, `ema/...`, `optimizer/...`; loading for sampling prefers the EMA weights. Positional tables
-smaller than the target model's are expanded (the stage-growth rule of `expand_position_tables`), so a stage-N
-checkpoint loads into a stage-N+1 model.
+A DiT checkpoint is a checkpoint of mg.io (safetensors + JSON sidecar) whose metadata holds `dit_config` (the
+DiTConfig fields). Its tensors are either the bare parameters (an exported model) or training namespaces `model/...`,
+`ema/...`, `optimizer/...`; loading for sampling prefers the EMA weights. Positional tables smaller than the target
+model's are expanded (the stage-growth rule of `expand_position_tables`), so a stage-N checkpoint loads into a
+stage-N+1 model.
 """
 from dataclasses import asdict, replace
 
-import numpy as np
-
+from mg.io import CheckpointError, load_checkpoint, load_state_dict, save_checkpoint, state_dict
 from mg.models.dit.config import DiTConfig
 from mg.models.dit.embeddings import expand_position_tables
 from mg.models.dit.model import MovieGenDiT
-from mg.training.checkpoint import CheckpointError, load_checkpoint, load_state_dict, save_checkpoint, state_dict
 
 TABLES = ("pos_embed.table_t", "pos_embed.table_h", "pos_embed.table_w")
 
@@ -22,9 +20,13 @@ def config_to_dict(config):
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()}
 
 
+# fields that older checkpoints carry and the configuration no longer has: recompute is applied by the trainer
+RETIRED_FIELDS = ("recompute_every",)
+
+
 def config_from_dict(fields, source="checkpoint"):
     try:
-        fields = dict(fields)
+        fields = {k: v for k, v in fields.items() if k not in RETIRED_FIELDS}
         fields["patch_size"] = tuple(fields["patch_size"])
         return DiTConfig(**fields)
     except (TypeError, KeyError, ValueError) as err:
@@ -51,10 +53,7 @@ def load_dit_weights(model, weights, source="checkpoint"):
     sizes = {p.name: p.shape[0] for p in model.get_parameters() if p.name in TABLES}
     if all(name in weights for name in TABLES) and any(weights[n].shape[0] < sizes[n] for n in TABLES):
         weights = expand_position_tables(weights, sizes[TABLES[0]], sizes[TABLES[1]], sizes[TABLES[2]])
-    try:
-        return load_state_dict(model, weights)
-    except CheckpointError as err:
-        raise CheckpointError(f"{source}: {err}") from err
+    return load_state_dict(model, weights, source=source)
 
 
 def load_dit(path, prefer_ema=True, **config_overrides):
@@ -73,5 +72,4 @@ def save_dit(model, path_stem, metadata=None, overwrite=False):
     """Export the model's parameters with its configuration (a checkpoint `load_dit` reads)."""
     meta = dict(metadata or {})
     meta["dit_config"] = config_to_dict(model.config)
-    return save_checkpoint(path_stem, {k: np.asarray(v) for k, v in state_dict(model).items()}, meta,
-                           overwrite=overwrite)
+    return save_checkpoint(path_stem, state_dict(model), meta, overwrite=overwrite)

@@ -3,22 +3,19 @@ modulation, bidirectional attention), over 1x2x2 patches of TAE latents with fac
 the input of every block.
 
     latents (B, C, T, H, W) --patchify--> tokens (B, N, D)
-    for each block: x += PE; x += gate1 * SelfAttn(mod(RMSNorm(x))); x += CrossAttn(RMSNorm(x), text);
-                    x += gate2 * SwiGLU(mod(RMSNorm(x)))
+    for each block: x += PE; x += gate1 * SelfAttn(mod1(RMSNorm(x))); x += CrossAttn(RMSNorm(x), text);
+                    x += gate2 * SwiGLU(mod2(RMSNorm(x)))
     final adaLN + zero-initialised projection --unpatchify--> velocity (B, C, T, H, W)
 """
 import mindspore as ms
 from mindspore import Parameter, mint, nn
 from mindspore.common.initializer import Zero, initializer
 
-from mg.models.copying_views import split_equal
-from mg.models.dit.checkpoint import enable_recompute
+from mg.backends import expand, gated_add, modulate, split_equal
 from mg.models.dit.config import DiTConfig
 from mg.models.dit.embeddings import (FactorizedPositionEmbedding, PatchEmbed3D, TextProjector, TimestepEmbedder,
                                       unpatchify)
-from mg.models.dit.kernels import gated_add, modulate
 from mg.models.dit.layers import CrossAttention, Linear, RMSNorm, SelfAttention, SwiGLU, zero_init_
-from mg.models.expand import expand
 
 COMPUTE_DTYPES = {"fp32": ms.float32, "bf16": ms.bfloat16}
 
@@ -35,34 +32,32 @@ class TransformerBlock(nn.Cell):
         self.ffn_norm = RMSNorm(dim, eps)
         self.ffn = SwiGLU(dim, ffn_dim)
         self.modulation_table = Parameter(initializer(Zero(), (6, dim), ms.float32), name="modulation_table")
-        self.checkpoint = None  # set by enable_recompute on CPU
-
-    def weights(self):
-        """The block's weights in `apply`'s order (read from the current layers: parallelize may swap them)."""
-        return (self.attn_norm.weight, self.attn.qkv.weight, self.attn.proj.weight, self.cross_norm.weight,
-                self.cross_attn.q.weight, self.cross_attn.kv.weight, self.cross_attn.proj.weight,
-                self.ffn_norm.weight, self.ffn.w13.weight, self.ffn.w2.weight, self.modulation_table)
 
     def construct(self, x, pos, modulation, context, context_mask):
-        if self.checkpoint is not None:
-            # copies of the inputs every block shares: in PyNative a tensor given to two cells with custom backwards
-            # gets a wrong gradient (tests/dit/test_dit_model.py fails without them); one (B, N, D) copy per block
-            return self.checkpoint(x, pos * 1, modulation * 1, context * 1, context_mask, *self.weights())[0]
-        return self.apply(x, pos, modulation, context, context_mask, *self.weights())[0]
+        return self.forward((x, pos, modulation, context, context_mask), self.weights())[0]
 
-    def apply(self, x, pos, modulation, context, context_mask, attn_norm, qkv, attn_proj, cross_norm, cross_q,
-              cross_kv, cross_proj, ffn_norm, w13, w2, modulation_table, saved_attention=None):
-        """(output, the self-attention's result); see SelfAttention.apply for `saved_attention`."""
+    def weights(self):
+        """The block's weights in `forward`'s order, read from the current layers (parallelize may swap them)."""
+        return (self.attn_norm.weight, *self.attn.weights(), self.cross_norm.weight, *self.cross_attn.weights(),
+                self.ffn_norm.weight, *self.ffn.weights(), self.modulation_table)
+
+    def forward(self, inputs, weights, attention=None):
+        """The block as a function of its inputs and weights: (output, the self-attention's result). `attention`:
+        that result, already computed; it is used instead of computing the attention again (recompute keeps it,
+        mg/backends/recompute.py)."""
+        x, pos, modulation, context, context_mask = inputs
+        (attn_norm, qkv, attn_proj, cross_norm, cross_q, cross_kv, cross_proj, ffn_norm, w13, w2,
+         modulation_table) = weights
         x = x + pos
         mod = modulation + modulation_table.astype(modulation.dtype)
         shift_attn, scale_attn, gate_attn, shift_ffn, scale_ffn, gate_ffn = split_equal(mod, 6, axis=1)
         h = modulate(self.attn_norm.apply(x, attn_norm), shift_attn, scale_attn)
-        attn_out, attn_result = self.attn.apply(h, qkv, attn_proj, saved_attention)
+        attn_out, attention = self.attn.apply(h, qkv, attn_proj, attention)
         x = gated_add(x, gate_attn, attn_out)
         x = x + self.cross_attn.apply(self.cross_norm.apply(x, cross_norm), context, context_mask, cross_q,
                                       cross_kv, cross_proj)
         h = modulate(self.ffn_norm.apply(x, ffn_norm), shift_ffn, scale_ffn)
-        return gated_add(x, gate_ffn, self.ffn.apply(h, w13, w2)), attn_result
+        return gated_add(x, gate_ffn, self.ffn.apply(h, w13, w2)), attention
 
 
 class FinalLayer(nn.Cell):
@@ -103,8 +98,6 @@ class MovieGenDiT(nn.Cell):
                                    for _ in range(config.depth)])
         pt, ph, pw = config.patch_size
         self.final = FinalLayer(d, pt * ph * pw * config.in_channels, config.norm_eps)
-        if config.recompute_every > 0:
-            enable_recompute(self.blocks, config.recompute_every)
 
     def patch_grid(self, shape):
         """The (t, h, w) patch grid of a latent shape (.., T, H, W); raises if the patch does not divide it."""
@@ -117,7 +110,7 @@ class MovieGenDiT(nn.Cell):
     def construct(self, x, t, text_embs, text_masks):
         grid = self.patch_grid(x.shape)
         tokens = self.patch_embed(x).astype(self.compute_dtype)
-        # repeated over the batch once here, not broadcast in every block (mg/models/expand.py)
+        # repeated over the batch once here, not broadcast in every block (mg/backends/tensors.py)
         pos = expand(self.pos_embed(grid).astype(self.compute_dtype), tokens.shape)
         t_emb = self.t_embedder(t).astype(self.compute_dtype)
         modulation = self.t_modulation(mint.nn.functional.silu(t_emb)).reshape(t_emb.shape[0], 6, -1)

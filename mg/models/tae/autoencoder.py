@@ -17,7 +17,7 @@ import math
 import numpy as np
 from mindspore import Tensor, mint, nn, ops
 
-from mg.models.copying_views import split_equal
+from mg.backends import split_equal
 from mg.models.tae.config import TAEConfig
 from mg.models.tae.conv import SpatialConv, to_channels_first, to_channels_last
 from mg.models.tae.layers import Conv25d, Downsample, GroupNorm, MidBlock, ResnetBlock, Upsample

@@ -8,11 +8,10 @@ import json
 from pathlib import Path
 
 import numpy as np
-from safetensors.numpy import load_file
 
+from mg.io import load_safetensors, load_state_dict, state_dict
 from mg.models.tae.autoencoder import TemporalAutoencoder
 from mg.models.tae.config import TAEConfig
-from mg.models.tae.io import load_tae_weights, tae_state_dict
 
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 # diffusers' attention names, including the pre-0.14 ones still found in older checkpoints
@@ -41,7 +40,7 @@ def config_from_diffusers(cfg, source="config.json"):
 
 def inflate_image_vae_state(image_state, tae, source="image VAE"):
     """TAE weights: the image VAE's spatial weights (renamed/reshaped) plus the TAE's own temporal parameters."""
-    target = tae_state_dict(tae)
+    target = state_dict(tae)
     out = {}
     for key, value in image_state.items():
         name = _tae_name(key, target)
@@ -80,5 +79,6 @@ def convert_image_vae(path):
             raise FileNotFoundError(f"convert_image_vae: {f} not found (expected a diffusers AutoencoderKL folder)")
     cfg = config_from_diffusers(json.loads(config_file.read_text()), source=str(config_file))
     tae = TemporalAutoencoder(cfg)
-    return load_tae_weights(tae, inflate_image_vae_state(load_file(str(weights_file)), tae, str(weights_file)),
-                            source=str(weights_file))
+    load_state_dict(tae, inflate_image_vae_state(load_safetensors(weights_file), tae, str(weights_file)),
+                    source=weights_file)
+    return tae

@@ -1,69 +1,65 @@
-"""Saving and loading a TAE: weights in safetensors, the config in a sidecar JSON (`<file>.json`)."""
+"""Saving and loading a TAE.
+
+A TAE checkpoint is a checkpoint of mg.io, `tae.safetensors` + `tae.json`, whose metadata holds `tae_config` (the
+TAEConfig fields). Also read: a bare safetensors file, with its config either in `<file>.json` ({"config": ...},
+the layout TAEs were saved in before, as in checkpoints/toy and checkpoints/random_tiny) or given explicitly.
+"""
 import json
-import os
 from pathlib import Path
 
-import numpy as np
-from mindspore import Tensor
-from safetensors.numpy import load_file, save_file
-
+from mg.io import (checkpoint_paths, load_checkpoint, load_safetensors, load_state_dict, read_metadata,
+                   save_checkpoint, state_dict)
 from mg.models.tae.autoencoder import TemporalAutoencoder
 from mg.models.tae.config import TAEConfig
 
-
-def config_path(path):
-    return Path(str(path) + ".json")
+CONFIG_KEY = "tae_config"
 
 
-def tae_state_dict(tae):
-    """name -> float32 numpy array of every parameter."""
-    return {name: p.asnumpy() for name, p in tae.parameters_and_names()}
+def _files(path):
+    """(tensors file, mg.io sidecar, the `<file>.json` config of the older layout)."""
+    tensors_path, sidecar = checkpoint_paths(path)
+    return tensors_path, sidecar, Path(f"{tensors_path}.json")
+
+
+def _config(fields, source):
+    try:
+        return TAEConfig.from_dict(fields)
+    except (KeyError, ValueError, TypeError) as err:
+        raise ValueError(f"bad TAE config in {source}: {err}") from err
 
 
 def save_tae(tae, path, overwrite=False, extra=None):
-    """Write `path` (safetensors) and `path.json` ({"config": ..., **extra}) via temporary files renamed into place."""
-    path = Path(path)
-    if not overwrite and (path.exists() or config_path(path).exists()):
-        raise FileExistsError(f"save_tae: {path} (or its .json) exists; pass overwrite=True to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tae_state_dict(tae), str(tmp))
-    os.replace(tmp, path)
-    tmp_json = path.with_name(path.name + ".json.tmp")
-    tmp_json.write_text(json.dumps({"config": tae.config.to_dict(), **(extra or {})}, indent=2))
-    os.replace(tmp_json, config_path(path))
-
-
-def load_tae_weights(tae, state, source="state dict"):
-    """Copy `state` (name -> array) into `tae`, requiring exactly the same names and shapes."""
-    params = dict(tae.parameters_and_names())
-    missing, unexpected = sorted(set(params) - set(state)), sorted(set(state) - set(params))
-    if missing or unexpected:
-        raise ValueError(f"{source}: TAE weights do not match the model; missing {missing[:8]} "
-                         f"({len(missing)}), unexpected {unexpected[:8]} ({len(unexpected)})")
-    for name, p in params.items():
-        if tuple(state[name].shape) != tuple(p.shape):
-            raise ValueError(f"{source}: {name} has shape {tuple(state[name].shape)}, model expects {tuple(p.shape)}")
-        p.copy_(Tensor(np.ascontiguousarray(state[name], dtype=np.float32)))  # in place: jitted graphs see it
-    return tae
+    """Write `<stem>.safetensors` + `<stem>.json` (metadata: `extra` and `tae_config`); `path` is the stem or the
+    `.safetensors` path. An existing checkpoint is refused unless `overwrite`. Returns the `.safetensors` path."""
+    return save_checkpoint(path, state_dict(tae), {**(extra or {}), CONFIG_KEY: tae.config.to_dict()},
+                           overwrite=overwrite)
 
 
 def load_tae_config(path):
-    """The TAEConfig in the sidecar `path.json` of a TAE checkpoint (no weights are read)."""
-    meta = config_path(path)
-    if not meta.is_file():
-        raise FileNotFoundError(f"TAE checkpoint {path} has no sidecar config {meta}; pass config=TAEConfig(...)")
-    try:
-        return TAEConfig.from_dict(json.loads(meta.read_text())["config"])
-    except (KeyError, ValueError, TypeError) as err:
-        raise ValueError(f"bad TAE config in {meta}: {err}") from err
+    """The TAEConfig of a TAE checkpoint, from its sidecar (no weights are read)."""
+    tensors_path, sidecar, old_config = _files(path)
+    if sidecar.is_file():
+        metadata = read_metadata(sidecar)
+        if CONFIG_KEY not in metadata:
+            raise ValueError(f"bad TAE config in {sidecar}: its metadata has no '{CONFIG_KEY}' (not a TAE checkpoint?)")
+        return _config(metadata[CONFIG_KEY], sidecar)
+    if old_config.is_file():
+        try:
+            fields = json.loads(old_config.read_text())["config"]
+        except (KeyError, ValueError, TypeError) as err:
+            raise ValueError(f"bad TAE config in {old_config}: {err!r}") from err
+        return _config(fields, old_config)
+    raise FileNotFoundError(f"TAE checkpoint {tensors_path} has no sidecar ({sidecar.name} or {old_config.name}) to "
+                            "take its config from; pass config=TAEConfig(...)")
 
 
 def load_tae(path, config=None):
-    """A TemporalAutoencoder from `path` (safetensors) and its sidecar `path.json` (or an explicit TAEConfig)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"load_tae: no checkpoint at {path}")
+    """A TemporalAutoencoder from a TAE checkpoint (config from its sidecar unless `config`, a TAEConfig, is given);
+    every name and shape is checked, and the checksum of an mg.io checkpoint."""
+    tensors_path, sidecar, _ = _files(path)
     if config is None:
         config = load_tae_config(path)
-    return load_tae_weights(TemporalAutoencoder(config), load_file(str(path)), source=str(path))
+    tensors = load_checkpoint(sidecar)[0] if sidecar.is_file() else load_safetensors(tensors_path)
+    tae = TemporalAutoencoder(config)
+    load_state_dict(tae, tensors, source=tensors_path)
+    return tae

@@ -10,8 +10,7 @@ import mindspore as ms
 import numpy as np
 from mindspore import Parameter, Tensor, mint, nn
 
-from mg.models.copying_views import permute
-from mg.models.expand import expand
+from mg.backends import GroupNormKernel, expand, permute
 from mg.models.tae.conv import SpatialConv, TemporalConv
 
 
@@ -22,53 +21,11 @@ class GroupNorm(nn.Cell):
         super().__init__()
         self.weight = Parameter(Tensor(np.ones(channels, np.float32)))
         self.bias = Parameter(Tensor(np.zeros(channels, np.float32)))
-        self.function = _GroupNormFunction(groups, eps)
+        self.function = GroupNormKernel(groups, eps)
 
     def construct(self, x):
         b, t, h, w, c = x.shape
         return self.function(x.reshape(b * t, h * w, c), self.weight, self.bias).reshape(b, t, h, w, c)
-
-
-class _GroupNormFunction(nn.Cell):
-    """Group norm of (N, L, C) rows over (L, C / groups) with a hand-written backward.
-
-    Per-channel means over L are batched matmuls with a row of 1/L (CPU reductions over a middle axis run ~10x
-    slower), and the backward is the closed form dx = rstd * (g - mean(g) - xhat * mean(g * xhat)), g = dy * weight,
-    instead of autodiff's chain of broadcasts and reductions. Per-channel operands are tiled to the full shape
-    (mg/models/expand.py: a broadcasting op keeps memory under jit).
-    """
-
-    def __init__(self, groups, eps):
-        super().__init__()
-        self.groups, self.eps = groups, eps
-
-    def _group_mean(self, per_channel):
-        """(N, 1, C) per-channel values -> their mean over each group, broadcast back to (N, 1, C)."""
-        n, _, c = per_channel.shape
-        g = per_channel.reshape(n, self.groups, c // self.groups).mean(-1, keep_dims=True)
-        return mint.broadcast_to(g, (n, self.groups, c // self.groups)).reshape(n, 1, c)
-
-    def _normalise(self, x):
-        n, length, _ = x.shape
-        averager = mint.ones((n, 1, length), dtype=x.dtype) * (1.0 / length)
-        centred = x - expand(self._group_mean(mint.matmul(averager, x)), x.shape)
-        rstd = mint.rsqrt(self._group_mean(mint.matmul(averager, centred * centred)) + self.eps)
-        return centred * expand(rstd, x.shape), rstd, averager
-
-    def construct(self, x, weight, bias):
-        return self._normalise(x)[0] * expand(weight, x.shape) + expand(bias, x.shape)
-
-    def bprop(self, x, weight, bias, out, dout):
-        xhat, rstd, averager = self._normalise(x)
-        mean_dy = mint.matmul(averager, dout)                # (N, 1, C)
-        mean_dy_xhat = mint.matmul(averager, dout * xhat)
-        length = x.shape[1]
-        d_bias = mean_dy.sum(axis=(0, 1)) * length
-        d_weight = mean_dy_xhat.sum(axis=(0, 1)) * length
-        dx = dout * expand(rstd * weight, x.shape) \
-            - xhat * expand(rstd * self._group_mean(mean_dy_xhat * weight), x.shape) \
-            - expand(rstd * self._group_mean(mean_dy * weight), x.shape)
-        return dx, d_weight, d_bias
 
 
 class Conv25d(nn.Cell):

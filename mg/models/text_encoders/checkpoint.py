@@ -1,15 +1,19 @@
 """Read Hugging Face-format checkpoint directories (config.json + safetensors, single file or sharded).
 
 Weights are read lazily per tensor, so the decoder half of an encoder-decoder checkpoint is never loaded.
-Every parameter of the target cell must be found with the right shape, or loading fails naming what is wrong.
+Every parameter of the target cell must be found with the right shape, or loading fails naming what is wrong
+(`mg.io.check_names`) before any weight is copied.
 """
 import json
+from collections import defaultdict
 from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
-from mindspore import Tensor, nn
+from mindspore import nn
 from safetensors import safe_open
+
+from mg.io import check_names, copy_into
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
@@ -54,10 +58,12 @@ def load_weights(
     rename: Callable[[str], Optional[str]],
     adapt: Optional[Callable[[str, np.ndarray, tuple], np.ndarray]] = None,
 ) -> None:
-    """Copy checkpoint tensors into `cell`'s parameters.
+    """Copy checkpoint tensors into `cell`'s parameters, in place (`mg.io.copy_into`: compiled graphs see them).
 
     rename: checkpoint name -> parameter name, or None for tensors this model does not use.
-    adapt: optional (parameter name, array, target shape) -> array, for deliberate resizes (CLIP positions).
+    adapt: optional (parameter name, array, target shape) -> array, called for a tensor whose shape differs from its
+        parameter's, for deliberate resizes (CLIP positions); what it returns must then fit.
+    Names and shapes are checked from the file headers before anything is copied, and tensors are read one at a time.
     """
     params = dict(cell.parameters_and_names())
     sources = {}
@@ -65,24 +71,22 @@ def load_weights(
         name = rename(ckpt_name)
         if name is not None:
             sources.setdefault(name, (ckpt_name, file))  # tied copies (T5's shared / embed_tokens) are equal
-    missing = sorted(set(params) - set(sources))
-    if missing:
-        raise ValueError(f"{path}: checkpoint lacks weights for {missing[:8]}{' ...' if len(missing) > 8 else ''}")
-    unexpected = sorted(set(sources) - set(params))
-    if unexpected:
-        raise ValueError(f"{path}: checkpoint has weights this model does not define: {unexpected[:8]}")
-    for name, param in params.items():
-        ckpt_name, file = sources[name]
+    by_file = defaultdict(list)
+    for name, (ckpt_name, file) in sources.items():
+        by_file[file].append((name, ckpt_name))
+    shapes, adapted = {}, {}
+    for file, names in by_file.items():
         with safe_open(file, framework="np") as f:
-            array = f.get_tensor(ckpt_name)
-        if adapt is not None:
-            array = adapt(name, array, tuple(param.shape))
-        if tuple(array.shape) != tuple(param.shape):
-            raise ValueError(
-                f"{file}: {ckpt_name} has shape {tuple(array.shape)}, the model expects {tuple(param.shape)} "
-                "(does config.json match the weights?)"
-            )
-        param.set_data(Tensor(array.astype(np.float32)).astype(param.dtype))
+            for name, ckpt_name in names:
+                shapes[name] = tuple(f.get_slice(ckpt_name).get_shape())
+                if adapt is not None and name in params and shapes[name] != tuple(params[name].shape):
+                    adapted[name] = adapt(name, f.get_tensor(ckpt_name), tuple(params[name].shape))
+                    shapes[name] = tuple(adapted[name].shape)
+    check_names(params, shapes, f"{path} does not fit {type(cell).__name__} (does config.json match the weights?)")
+    for file, names in by_file.items():
+        with safe_open(file, framework="np") as f:
+            for name, ckpt_name in names:
+                copy_into(params[name], adapted[name] if name in adapted else f.get_tensor(ckpt_name))
 
 
 def interpolate_positions(table: np.ndarray, length: int) -> np.ndarray:

@@ -7,7 +7,7 @@ import mindspore as ms
 from mindspore import Parameter, Tensor, mint, nn, ops
 from mindspore.common.initializer import initializer
 
-from mg.models.copying_views import permute
+from mg.backends import permute
 
 # Additive mask value: large enough that exp() underflows to exactly 0, small enough that adding two never overflows.
 MASK_VALUE = -1e9

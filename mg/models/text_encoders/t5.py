@@ -11,7 +11,7 @@ import mindspore as ms
 import numpy as np
 from mindspore import Tensor, mint, nn
 
-from mg.models.copying_views import permute
+from mg.backends import permute
 from .layers import Embedding, RMSNorm, activation, attention, merge_heads, padding_bias, split_heads
 
 

@@ -1,11 +1,11 @@
-"""`permute` and `split_equal` (mg/models/copying_views.py) match NumPy, and their gradients route every element back
-to where it came from, in PyNative and under jit."""
+"""The shape helpers of mg/backends/tensors.py: `permute` and `split_equal` match NumPy and their gradients route every
+element back to where it came from; `expand` repeats like NumPy broadcasting; in PyNative and under jit."""
 import mindspore as ms
 import numpy as np
 import pytest
 from mindspore import ops
 
-from mg.models.copying_views import permute, split_equal
+from mg.backends import expand, permute, split_equal
 
 RNG = np.random.default_rng(0)
 X = RNG.standard_normal((2, 4, 6, 6)).astype(np.float32)
@@ -49,3 +49,15 @@ def test_split_equal_matches_numpy_and_its_gradient_reassembles_the_pieces(jit, 
         np.testing.assert_array_equal(piece.asnumpy(), want)
     grad = maybe_jit(ops.grad(loss), jit)(ms.Tensor(X)).asnumpy()
     np.testing.assert_array_equal(grad, np.concatenate(weights, axis=axis))
+
+
+@pytest.mark.parametrize("jit", [False, True])
+@pytest.mark.parametrize("small,shape", [((1, 1, 4), (2, 3, 4)), ((3, 1), (2, 3, 5)), ((4,), (6, 4)),
+                                         ((2, 3, 4), (2, 3, 4))])
+def test_expand_repeats_like_numpy_broadcasting(jit, small, shape):
+    values = np.arange(np.prod(small), dtype=np.float32).reshape(small)
+
+    def fn(t):
+        return expand(t, shape)
+    out = maybe_jit(fn, jit)(ms.Tensor(values)).asnumpy()
+    np.testing.assert_array_equal(out, np.broadcast_to(values, shape))

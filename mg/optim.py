@@ -24,7 +24,7 @@ import numpy as np
 from mindspore import nn, ops
 from mindspore.common.initializer import initializer
 
-from mg.training.checkpoint import CheckpointError, tensor_to_numpy
+from mg.io import check_names, copy_into, tensor_to_numpy
 
 # A name part (split on '.' and '_') marking a norm, an embedding/positional table or a bias.
 _NO_DECAY_PART = re.compile(r".*norm.*|ln\d*|gamma|beta|bias|embed.*|pos.*|.*table.*")
@@ -131,12 +131,6 @@ def optimizer_state(optimizer: AdamW) -> dict[str, np.ndarray]:
 def load_optimizer_state(optimizer: AdamW, tensors: Mapping[str, np.ndarray]) -> None:
     """Restore `optimizer_state` output; names and shapes must match exactly (one error lists every problem)."""
     targets = {p.name: p for p in (*optimizer.moments1, *optimizer.moments2, optimizer.global_step)}
-    missing = sorted(set(targets) - set(tensors))
-    unexpected = sorted(set(tensors) - set(targets))
-    mismatched = sorted(f"{n}: saved {tuple(tensors[n].shape)} vs optimizer {tuple(t.shape)}"
-                        for n, t in targets.items() if n in tensors and tuple(tensors[n].shape) != tuple(t.shape))
-    if missing or unexpected or mismatched:
-        raise CheckpointError(f"optimizer state does not fit: missing {missing[:10]}, unexpected {unexpected[:10]}, "
-                              f"shape mismatch {mismatched[:10]}")
+    check_names(targets, tensors, "optimizer state does not fit the optimizer")
     for name, target in targets.items():
-        ops.assign(target, ms.Tensor(np.asarray(tensors[name]), dtype=target.dtype))  # not set_data: see set_lr
+        copy_into(target, tensors[name])

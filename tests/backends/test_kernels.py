@@ -1,21 +1,14 @@
+"""The plain path's kernels (mg/backends) against the plain formulas, differentiated by MindSpore's autodiff or
+written in NumPy: forward values and every gradient, in PyNative and under jit; and the fused path where its
+operators run on CPU (linear)."""
 import mindspore as ms
 from mindspore import mint
 import numpy as np
 import pytest
 
-from mg.models.dit import kernels
-from mg.models.dit.kernels import (FROM_FEATURE_MAJOR, TO_FEATURE_MAJOR, RMSNormKernel, attention, dense, gated_add,
-                                   modulate, use_fused_kernels)
-from mg.models.expand import expand
-
-
-@pytest.mark.parametrize("device, fused", [("Ascend", True), ("CPU", False), ("GPU", False)])
-def test_fused_kernels_are_chosen_only_on_ascend(device, fused):
-    assert use_fused_kernels(device) is fused
-
-
-def test_current_cpu_context_uses_the_plain_path():
-    assert use_fused_kernels() is False
+import mg.backends.mha as mha
+from mg.backends import (FROM_FEATURE_MAJOR, TO_FEATURE_MAJOR, RMSNormKernel, attention, gated_add, linear, modulate,
+                         use_backend)
 
 
 def numpy_attention(q, k, v, mask):
@@ -39,8 +32,7 @@ def test_attention_matches_numpy_with_and_without_key_padding():
     q, k, v = (rng.standard_normal((2, 3, n, 8)).astype(np.float32) for n in (5, 7, 7))
     mask = np.array([[1, 1, 1, 0, 0, 0, 0], [1, 1, 1, 1, 1, 1, 0]], np.float32)
     for m in (None, mask):
-        out = attention(*(ms.Tensor(plain_layout(t)) for t in (q, k, v)), None if m is None else ms.Tensor(m), 3,
-                        fused=False)
+        out = attention(*(ms.Tensor(plain_layout(t)) for t in (q, k, v)), None if m is None else ms.Tensor(m), 8)
         np.testing.assert_allclose(plain_layout(out.asnumpy()), numpy_attention(q, k, v, m), rtol=1e-5, atol=1e-5)
 
 
@@ -48,7 +40,7 @@ def test_attention_over_only_padding_returns_zeros():
     rng = np.random.default_rng(0)
     q, k, v = (rng.standard_normal((2, 2, 4, 3)).astype(np.float32) for _ in range(3))  # (B, H, Dh, N)
     mask = np.array([[0, 0, 0], [1, 0, 0]], np.float32)
-    out = attention(ms.Tensor(q), ms.Tensor(k), ms.Tensor(v), ms.Tensor(mask), 2, fused=False).asnumpy()
+    out = attention(ms.Tensor(q), ms.Tensor(k), ms.Tensor(v), ms.Tensor(mask), 4).asnumpy()
     assert np.abs(out[0]).max() == 0.0
     np.testing.assert_allclose(out[1], np.broadcast_to(v[1, :, :, :1], out[1].shape), rtol=1e-6)
 
@@ -58,7 +50,7 @@ def test_rms_norm_matches_numpy():
     x = rng.standard_normal((2, 5, 16)).astype(np.float32) * 3
     w = rng.standard_normal(16).astype(np.float32)
     expected = x / np.sqrt((x ** 2).mean(-1, keepdims=True) + 1e-6) * w
-    out = RMSNormKernel(1e-6, fused=False)(ms.Tensor(x), ms.Parameter(ms.Tensor(w), name="w"))
+    out = RMSNormKernel(1e-6)(ms.Tensor(x), ms.Parameter(ms.Tensor(w), name="w"))
     np.testing.assert_allclose(out.asnumpy(), expected, rtol=1e-5, atol=1e-5)
 
 
@@ -84,7 +76,7 @@ def attention_gradients(fn, q, k, v, mask, cotangent, jit):
 
 
 def plain_attention(q, k, v, mask):
-    return attention(q, k, v, mask, q.shape[1], fused=False)
+    return attention(q, k, v, mask, q.shape[2])
 
 
 @pytest.mark.parametrize("jit", [False, True])
@@ -92,7 +84,7 @@ def plain_attention(q, k, v, mask):
 @pytest.mark.parametrize("chunked", [False, True])
 def test_attention_backward_matches_autodiff(jit, masked, chunked, monkeypatch):
     if chunked:  # 2 queries per chunk: the 6 queries run as 3 chunks, forward and backward
-        monkeypatch.setattr(kernels, "CHUNK_SCORES", 2 * 3 * 5 * 2)
+        monkeypatch.setattr(mha, "CHUNK_SCORES", 2 * 3 * 5 * 2)
     rng = np.random.default_rng(1)
     q, k, v = (ms.Tensor(rng.standard_normal((2, 3, 8, n)).astype(np.float32)) for n in (6, 5, 5))
     cotangent = ms.Tensor(rng.standard_normal((2, 3, 8, 6)).astype(np.float32))
@@ -115,11 +107,11 @@ def autodiff_rms_norm(x, w):
 
 
 def plain_rms_norm(x, w):
-    return RMSNormKernel(1e-6, fused=False)(x, w)
+    return RMSNormKernel(1e-6)(x, w)
 
 
 def plain_dense(x, w, b):
-    return dense(x, w, b, fused=False)
+    return linear(x, w, b)
 
 
 def autodiff_dense(x, w, b):
@@ -127,7 +119,7 @@ def autodiff_dense(x, w, b):
 
 
 def plain_dense_to_feature_major(x, w, b):
-    return dense(x, w, b, fused=False, layout=TO_FEATURE_MAJOR)
+    return linear(x, w, b, layout=TO_FEATURE_MAJOR)
 
 
 def autodiff_dense_to_feature_major(x, w, b):
@@ -135,7 +127,7 @@ def autodiff_dense_to_feature_major(x, w, b):
 
 
 def plain_dense_from_feature_major(x, w, b):
-    return dense(x, w, b, fused=False, layout=FROM_FEATURE_MAJOR)
+    return linear(x, w, b, layout=FROM_FEATURE_MAJOR)
 
 
 def autodiff_dense_from_feature_major(x, w, b):
@@ -181,12 +173,14 @@ def test_hand_written_backwards_match_autodiff(ours, reference, shapes, jit):
 
 
 @pytest.mark.parametrize("jit", [False, True])
-@pytest.mark.parametrize("small,shape", [((1, 1, 4), (2, 3, 4)), ((3, 1), (2, 3, 5)), ((4,), (6, 4)),
-                                         ((2, 3, 4), (2, 3, 4))])
-def test_expand_repeats_like_numpy_broadcasting(jit, small, shape):
-    values = np.arange(np.prod(small), dtype=np.float32).reshape(small)
-
-    def fn(t):
-        return expand(t, shape)
-    out = (ms.jit(fn) if jit else fn)(ms.Tensor(values)).asnumpy()
-    np.testing.assert_array_equal(out, np.broadcast_to(values, shape))
+def test_fused_linear_equals_the_plain_one(jit):
+    """mint's linear, the fused path's dense layer, runs on CPU too: both paths give the same values and gradients."""
+    rng = np.random.default_rng(3)
+    inputs = [ms.Tensor(rng.standard_normal(s).astype(np.float32)) for s in [(2, 5, 16), (8, 16), (8,)]]
+    cotangent = ms.Tensor(rng.standard_normal((2, 5, 8)).astype(np.float32))
+    results = {}
+    for backend in ("plain", "fused"):
+        with use_backend(backend):
+            results[backend] = [linear(*inputs).asnumpy()] + gradients(linear, inputs, cotangent, jit)
+    for plain, fused in zip(results["plain"], results["fused"]):
+        np.testing.assert_allclose(plain, fused, rtol=1e-5, atol=1e-5)
