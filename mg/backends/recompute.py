@@ -10,10 +10,9 @@ its self-attention's result: attention dominates long sequences, and its output 
 Since the weights come in as arguments, one checkpoint cell serves every block of a model: with a cell per block
 the compiled step kept ~90 MiB more per block at any token count (docs/performance.md).
 """
-import mindspore as ms
 from mindspore import nn, ops
 
-from mg.backends.device import fused_on
+from mg.backends.device import fused
 
 
 class BlockCheckpoint(nn.Cell):
@@ -62,7 +61,7 @@ def recomputable_blocks(model):
             if path and callable(getattr(cell, "forward", None)) and callable(getattr(cell, "weights", None))]
 
 
-def apply_recompute(model, every, compiled, device_target=None):
+def apply_recompute(model, every, compiled):
     """Recompute the activations of every `every`-th block of `model` (changed in place) in the backward pass.
 
     `compiled`: whether the training step runs under ms.jit. Apply it last, after parallelize. On CPU under jit every
@@ -73,7 +72,7 @@ def apply_recompute(model, every, compiled, device_target=None):
     blocks = recomputable_blocks(model)
     if every == 0 or not blocks:
         return model
-    if fused_on(device_target or ms.get_context("device_target")) or not compiled:
+    if fused() or not compiled:
         for _, block in blocks[::every]:
             block.recompute()
         return model

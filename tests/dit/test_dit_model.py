@@ -6,7 +6,7 @@ import pytest
 from mindspore import nn, ops
 
 import mg.backends.mha as mha
-from mg.backends import apply_recompute
+from mg.backends import apply_recompute, use_backend
 from mg.backends.recompute import Checkpointed
 from mg.models.dit import DiTConfig, MovieGenDiT, dit_config, expand_position_tables, load_dit, parameter_count
 from mg.models.dit.config import SIZES
@@ -228,8 +228,9 @@ def test_recompute_is_mindspores_pass_on_ascend_and_in_pynative_and_the_block_ch
     # one checkpoint cell for all blocks: one per block kept ~90 MiB more compiled graph per block
     assert len({id(block.checkpoint) for block in model.blocks}) == 1
     assert [p.name for p in model.trainable_params()] == names  # the checkpoint adds no parameters or prefixes
-    for compiled, device in ((True, "Ascend"), (False, "CPU")):
-        plain = apply_recompute(random_model(seed=3), 2, compiled=compiled, device_target=device)
+    for compiled, backend in ((True, "fused"), (False, "plain")):
+        with use_backend(backend):
+            plain = apply_recompute(random_model(seed=3), 2, compiled=compiled)
         assert [block._recompute_cell is not None for block in plain.blocks] == [True, False]
         assert not any(isinstance(block, Checkpointed) for block in plain.blocks)
     with pytest.raises(ValueError, match="recompute_every = 2: compiled on CPU"):
