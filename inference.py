@@ -51,7 +51,7 @@ def main(argv=None):
     out = Path(cfg.output_path)
     out.mkdir(parents=True, exist_ok=True)
     config_name = free_stem(out, "inference_config", [".yaml"], overwrite=False) + ".yaml"
-    parser.save(cfg, str(out / config_name), skip_none=False, skip_check=True)
+    parser.save(cfg, str(out / config_name), skip_unset=False, skip_validation=True)
     handler = logging.FileHandler(out / "inference.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     loggers = [logging.getLogger("mg"), _logger]  # the per-video timing comes from mg.pipelines

@@ -7,8 +7,9 @@ Two sources for the visual part:
 Text is either returned raw (`caption`, "" when dropped for CFG) or, with `text_emb_folders`, as cached
 `<kind>_emb` (B, L, C) float32 and `<kind>_mask` (B, L) uint8. `fps` (B,) is the FPS of the sampled clip (0 for images).
 
-A sample whose file is missing or cannot be decoded is logged with its path and replaced by another sample of the
-same group, so batches stay full and training never stops on a bad file.
+A sample whose file is missing or cannot be decoded is replaced by another sample of the same group, so batches stay
+full and training never stops on a bad file; it is reported once per run (`note_skipped`, called by the loader in the
+main process) and not tried again.
 """
 import logging
 import math
@@ -21,7 +22,7 @@ import numpy as np
 from mg.data.buckets import Bucket, assign_bucket, parse_buckets
 from mg.data.latent_cache import latent_path, load_latent, read_latent_header
 from mg.data.table import Row, read_table
-from mg.data.text_cache import EMPTY_PROMPT, load_text_emb, prepared_prompt, text_emb_path
+from mg.data.text_cache import EMPTY_PROMPT, load_text_emb, prepared_prompt, read_text_emb_width, text_emb_path
 from mg.data.transforms import clip_indices, frame_step, resize_center_crop, to_model_range
 from mg.data.video_io import probe, read_frames
 
@@ -35,6 +36,7 @@ class _Sample:
     fps: float  # FPS of the sampled clip; 0 for images
     num_frames: int = 1  # source frames (pixel mode)
     step: float = 1.0  # source frames between sampled frames (pixel mode)
+    channels: int = 0  # latent channels (latent mode)
 
 
 def _fps_or_none(fps: float) -> Optional[float]:
@@ -56,13 +58,14 @@ class VideoDataset:
         text_drop_prob: probability of replacing the text with the empty prompt (classifier-free guidance).
         random_clip_start: pick the clip start at random (else the middle clip) in pixel mode.
         latent_compression: TAE compression (time, height, width) that maps buckets to latent shapes.
+        require_captions: skip rows with an empty caption (false for data that trains no text conditioning).
     """
 
     def __init__(self, csv_path: str, buckets: list[Bucket], video_folder: str = "",
                  tae_latent_folder: Optional[str] = None, text_emb_folders: Optional[dict[str, str]] = None,
                  target_fps: Optional[float] = None, frame_stride: Optional[int] = None,
                  text_drop_prob: float = 0.0, random_clip_start: bool = True,
-                 latent_compression: tuple[int, int, int] = (8, 8, 8)):
+                 latent_compression: tuple[int, int, int] = (8, 8, 8), require_captions: bool = True):
         if not 0.0 <= text_drop_prob <= 1.0:
             raise ValueError(f"text_drop_prob must be in [0, 1], got {text_drop_prob}")
         frame_step(30.0, target_fps, frame_stride)  # validates the sampling options before any file is read
@@ -75,7 +78,7 @@ class VideoDataset:
         self.random_clip_start = random_clip_start
         self.latent_compression = tuple(latent_compression)
 
-        rows = read_table(csv_path, video_folder)
+        rows = read_table(csv_path, video_folder, require_captions)
         place = self._place_latent if self.latent_mode else self._place_pixels
         samples = [sample for sample in (place(row) for row in rows) if sample is not None]
         if self.text_emb_folders:
@@ -90,9 +93,15 @@ class VideoDataset:
         if not samples:
             raise ValueError(f"{csv_path}: no usable sample")
         self.samples = samples
+        self.latent_channels = self._latent_channels()
+        self.text_widths = {kind: read_text_emb_width(text_emb_path(folder, self._prompt(samples[0], kind)))
+                            for kind, folder in self.text_emb_folders.items()}
         self.group_ids = np.array([s.group for s in samples], dtype=np.int64)
         self.batch_sizes = [b.batch_size for b in self.buckets]
         self._group_members = [np.flatnonzero(self.group_ids == g) for g in range(len(self.buckets))]
+        self.bad = {}  # sample index -> why it failed to load: not tried again in this run
+        self._reported = set()
+        self.skips_this_epoch = 0
 
     # ------------------------------------------------------------------ construction
     def _place_pixels(self, row: Row) -> Optional[_Sample]:
@@ -139,7 +148,17 @@ class VideoDataset:
         if not groups:
             _logger.warning("skipping %s: latent shape %s matches no bucket", path, shape)
             return None
-        return _Sample(row, groups[0], float(metadata["fps"]))
+        return _Sample(row, groups[0], float(metadata["fps"]), channels=shape[0])
+
+    def _latent_channels(self) -> Optional[int]:
+        """The channel count of the cached latents (None in pixel mode); caches of different TAEs are refused."""
+        if not self.latent_mode:
+            return None
+        found = sorted({s.channels for s in self.samples})
+        if len(found) > 1:
+            raise ValueError(f"{self.tae_latent_folder}: the cached latents have {found} channels; they come from "
+                             "different TAEs (cache them again with one)")
+        return found[0]
 
     def _prompt(self, sample: _Sample, kind: str) -> str:
         return prepared_prompt(sample.row.caption, _fps_or_none(sample.fps), kind)
@@ -188,25 +207,43 @@ class VideoDataset:
             out["caption"] = EMPTY_PROMPT if dropped else sample.row.caption
         return out
 
-    def load_batch(self, indices, seeds) -> dict:
-        """A batch: sample `indices[i]` drawn with randomness `np.random.default_rng(seeds[i])`.
+    def load_batch(self, indices, seeds) -> tuple[dict, list]:
+        """A batch: sample `indices[i]` drawn with randomness `np.random.default_rng(seeds[i])`; and the samples that
+        failed, [(index, reason)].
 
-        A sample that fails is logged and replaced by the next loadable sample of its group.
+        A sample that fails is replaced by the next loadable sample of its group (known bad ones are passed over).
         """
-        items = []
+        items, failed = [], []
         for index, seed in zip(indices, seeds):
             members = self._group_members[self.group_ids[index]]
             order = np.roll(members, -int(np.searchsorted(members, index)))  # the sample itself, then the rest
-            for candidate in order:
+            for candidate in (int(c) for c in order if int(c) not in self.bad):
                 try:
-                    items.append(self.load_sample(int(candidate), np.random.default_rng(seed)))
+                    items.append(self.load_sample(candidate, np.random.default_rng(seed)))
                     break
                 except Exception as error:  # a bad sample must never end a training run
-                    _logger.warning("skipping sample %s (%s): %s", self.samples[candidate].row.path,
-                                    type(error).__name__, error)
+                    self.bad[candidate] = f"{type(error).__name__}: {error}"
+                    failed.append((candidate, self.bad[candidate]))
             else:
                 raise RuntimeError(f"every sample of bucket {self.buckets[self.group_ids[index]]} failed to load")
-        return {name: self._stack(name, [item[name] for item in items]) for name in self.column_names}
+        return {name: self._stack(name, [item[name] for item in items]) for name in self.column_names}, failed
+
+    def note_skipped(self, failed):
+        """Record samples that failed to load (in this process or a loader worker): each is reported once per run
+        and not tried again."""
+        for index, reason in failed:
+            self.skips_this_epoch += 1
+            self.bad[index] = reason
+            if index not in self._reported:
+                self._reported.add(index)
+                _logger.warning("skipping %s for the rest of this run: %s", self.samples[index].row.path, reason)
+
+    def end_epoch(self, epoch):
+        """Summarise the epoch's skipped samples (if any) and start counting the next epoch's."""
+        if self.skips_this_epoch:
+            _logger.warning("epoch %d: %d sample loads failed and were replaced from the same bucket; %d of %d samples "
+                            "are unusable", epoch, self.skips_this_epoch, len(self.bad), len(self.samples))
+        self.skips_this_epoch = 0
 
     @staticmethod
     def _stack(name: str, values: list) -> np.ndarray:

@@ -3,11 +3,17 @@ decode, so the training step does not wait on decoding.
 
 Iterating the loader yields one epoch of batches (dicts of NumPy arrays) from where it stands; `state_dict()` /
 `load_state_dict()` carry {"epoch", "batch_index"} so a resumed run continues with the batch that came next.
+Samples that failed to load in a worker travel with their batch (a JSON column) to the main process, which reports
+each once and hands the list of bad samples to the next epoch's workers, so they are not tried again.
 """
+import json
+
 import mindspore.dataset as msd
 
 from mg.data.dataset import VideoDataset
 from mg.data.sampler import BucketBatchSampler
+
+_FAILED = "failed_samples"  # the pipeline's extra column: JSON [[sample index, reason], ...]
 
 
 class _EpochBatches:
@@ -25,8 +31,8 @@ class _EpochBatches:
         indices = self.batches[position]
         # Every random draw (clip start, eps, text dropout) is keyed by where it happens in the plan.
         seeds = [[self.seed, self.epoch, self.rank, position, slot] for slot in range(len(indices))]
-        batch = self.dataset.load_batch(indices, seeds)
-        return tuple(batch[name] for name in self.dataset.column_names)
+        batch, failed = self.dataset.load_batch(indices, seeds)
+        return (*(batch[name] for name in self.dataset.column_names), json.dumps(failed))
 
 
 class VideoDataLoader:
@@ -65,7 +71,7 @@ class VideoDataLoader:
         source = _EpochBatches(self.dataset, self.sampler.batches(self.epoch), self.batch_index, self.seed,
                                self.epoch, self.rank)
         parallel = self.num_workers > 1
-        return msd.GeneratorDataset(source, column_names=self.dataset.column_names, shuffle=False,
+        return msd.GeneratorDataset(source, column_names=[*self.dataset.column_names, _FAILED], shuffle=False,
                                     num_parallel_workers=max(1, self.num_workers), python_multiprocessing=parallel)
 
     def __iter__(self):
@@ -74,5 +80,7 @@ class VideoDataLoader:
             self.epoch, self.batch_index = self.epoch + 1, 0
         for batch in self._pipeline().create_dict_iterator(num_epochs=1, output_numpy=True):
             self.batch_index += 1
+            self.dataset.note_skipped([tuple(item) for item in json.loads(str(batch.pop(_FAILED)))])
             yield batch
+        self.dataset.end_epoch(self.epoch)
         self.epoch, self.batch_index = self.epoch + 1, 0

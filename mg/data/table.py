@@ -1,8 +1,10 @@
 """The training CSV: one row per video or image, with at least `video` (path) and `caption`.
 
 Optional columns `fps`, `frames`, `height`, `width` describe the source file; where they are missing the file is
-probed when its metadata is needed.
+probed when its metadata is needed. The file is UTF-8; a row whose path or caption is not (or whose caption is
+empty, where captions are needed) is skipped with a warning naming the file and line, like any other bad sample.
 """
+import logging
 import math
 import os
 from dataclasses import dataclass
@@ -13,6 +15,8 @@ import pandas as pd
 REQUIRED_COLUMNS = ("video", "caption")
 OPTIONAL_COLUMNS = ("fps", "frames", "height", "width")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+
+_logger = logging.getLogger(__name__)
 
 
 def is_image(path: str) -> bool:
@@ -43,15 +47,18 @@ def _optional_number(value, cast):
     return cast(value)
 
 
-def read_table(csv_path: str, video_folder: str = "") -> list[Row]:
-    """Read the CSV; relative `video` paths are resolved against `video_folder`.
+def read_table(csv_path: str, video_folder: str = "", require_captions: bool = True) -> list[Row]:
+    """Read the CSV; relative `video` paths are resolved against `video_folder`. Rows with an empty caption are
+    skipped unless `require_captions` is false (data that trains no text conditioning, e.g. the TAE's).
 
     Raises a ValueError naming the file if a required column is missing or a value cannot be parsed.
     """
     if not os.path.isfile(csv_path):
         raise FileNotFoundError(f"CSV file not found: {csv_path}")
+    # bytes that are not UTF-8 become lone surrogates, so one bad row does not reject the whole file
     frame = pd.read_csv(csv_path, dtype={"video": str, "caption": str}, keep_default_na=False,
-                        na_values={c: [""] for c in OPTIONAL_COLUMNS})
+                        na_values={c: [""] for c in OPTIONAL_COLUMNS}, encoding="utf-8",
+                        encoding_errors="surrogateescape")
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
     if missing:
         raise ValueError(f"{csv_path}: missing required column(s) {missing}; found columns {list(frame.columns)}")
@@ -59,6 +66,10 @@ def read_table(csv_path: str, video_folder: str = "") -> list[Row]:
     for line, record in enumerate(frame.to_dict("records"), start=2):  # line 1 is the header
         if not record["video"]:
             raise ValueError(f"{csv_path}, line {line}: empty `video` path")
+        problem = _text_problem(record["video"], record["caption"], require_captions)
+        if problem:
+            _logger.warning("%s, line %d: skipping %r: %s", csv_path, line, record["video"], problem)
+            continue
         try:
             numbers = {
                 "fps": _optional_number(record.get("fps"), float),
@@ -71,3 +82,16 @@ def read_table(csv_path: str, video_folder: str = "") -> list[Row]:
         path = os.path.join(video_folder, record["video"]) if video_folder else record["video"]
         rows.append(Row(video=record["video"], path=path, caption=record["caption"], **numbers))
     return rows
+
+
+def _not_utf8(text: str) -> bool:
+    return any("\udc80" <= char <= "\udcff" for char in text)
+
+
+def _text_problem(video: str, caption: str, require_caption: bool) -> str:
+    """Why a row's text cannot be used, or ""."""
+    if _not_utf8(video) or _not_utf8(caption):
+        return "its path or caption is not UTF-8 text"
+    if require_caption and not caption.strip():
+        return "empty caption"
+    return ""

@@ -35,6 +35,12 @@ def save_text_emb(path: str, emb: np.ndarray, mask: np.ndarray, prompt: str, kin
                      {"prompt": prompt, "kind": kind}, overwrite=True)
 
 
+def read_text_emb_width(path: str) -> int:
+    """The embedding width C of a cache file, without reading the tensors."""
+    with safe_open(path, framework="numpy") as handle:
+        return int(handle.get_slice("emb").get_shape()[-1])
+
+
 def load_text_emb(path: str, prompt: str) -> tuple[np.ndarray, np.ndarray]:
     """(emb, mask) cached for `prompt`; raises if the file holds another prompt."""
     with safe_open(path, framework="numpy") as handle:

@@ -27,6 +27,27 @@ class ModelInputs:
         self.text_encoders = dict(text_encoders or {})
         self.tiled = tiled
 
+    def check(self, dataset, config):
+        """Refuse, before training starts, a dataset (mg.data.VideoDataset) whose cached latents or text embeddings
+        do not fit the transformer's `config`: they would be reshaped into the wrong number of tokens and fail deep
+        in the first block."""
+        if dataset.latent_channels is not None and dataset.latent_channels != config.in_channels:
+            raise ValueError(f"{dataset.tae_latent_folder}: the cached latents have {dataset.latent_channels} "
+                             f"channels but the transformer takes model.in_channels = {config.in_channels} (cache the "
+                             "latents with the TAE this model is trained for, or change model.in_channels)")
+        for kind, width in dataset.text_widths.items():
+            if kind in config.text_encoders and width != config.text_encoders[kind]:
+                raise ValueError(f"{dataset.text_emb_folders[kind]}: the cached {kind} embeddings are {width} wide "
+                                 f"but model.text_encoders.{kind} = {config.text_encoders[kind]}")
+        if not dataset.latent_mode and self.tae is None:
+            raise ValueError("the dataset reads videos (no dataset.tae_latent_folder) but no TAE encodes them: set "
+                             "tae.path to a TAE checkpoint")
+        uncovered = [kind for kind in self.encoder_kinds
+                     if kind not in dataset.text_emb_folders and kind not in self.text_encoders]
+        if uncovered:
+            raise ValueError(f"the transformer reads text from {list(self.encoder_kinds)} but {uncovered} has neither "
+                             "a cached folder (dataset.text_emb_folders) nor an encoder (text_encoders)")
+
     def latents(self, batch, rng):
         if "latent" in batch:
             z = batch["latent"].astype(np.float32)

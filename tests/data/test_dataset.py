@@ -74,14 +74,44 @@ def test_image_sample_is_a_one_frame_video(csv_path, media, png_pattern):
     assert sample["video"].min() >= -1.0 and sample["video"].max() <= 1.0
 
 
-def test_undecodable_sample_is_logged_and_replaced_from_its_bucket(csv_path, media, caplog):
+def test_undecodable_sample_is_replaced_from_its_bucket_and_not_tried_again(csv_path, media, monkeypatch):
     dataset = make(csv_path, media)
     corrupt = [s.row.video for s in dataset.samples].index(media.corrupt)
-    with caplog.at_level(logging.WARNING):
-        batch = dataset.load_batch([corrupt, corrupt], [[0, 1], [0, 2]])
-    assert media.path(media.corrupt) in caplog.text
+    tried = []
+    load_sample = dataset.load_sample
+    monkeypatch.setattr(dataset, "load_sample", lambda i, rng: tried.append(i) or load_sample(i, rng))
+    batch, failed = dataset.load_batch([corrupt, corrupt], [[0, 1], [0, 2]])
     assert batch["video"].shape == (2, 3, 8, 32, 40)
     assert list(batch["caption"]) == ["a wide clip", "a wide clip"]
+    assert [index for index, _ in failed] == [corrupt] and tried.count(corrupt) == 1  # the second draw passes it over
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_bad_file_is_reported_once_per_run_with_an_epoch_summary(csv_path, media, caplog, workers):
+    dataset = make(csv_path, media)
+    loader = VideoDataLoader(dataset, seed=5, num_workers=workers)
+    with caplog.at_level(logging.WARNING, logger="mg.data"):
+        for _ in range(3):
+            list(loader)
+    reports = [r.getMessage() for r in caplog.records if media.path(media.corrupt) in r.getMessage()]
+    assert len(reports) == 1 and "for the rest of this run" in reports[0]
+    summaries = [r.getMessage() for r in caplog.records if "sample loads failed" in r.getMessage()]
+    assert summaries == ["epoch 0: 1 sample loads failed and were replaced from the same bucket; 1 of 5 samples are "
+                         "unusable"]  # later epochs pass the bad file over without trying it
+
+
+def test_rows_with_non_utf8_or_empty_captions_are_skipped_naming_the_line(media, tmp_path, caplog):
+    path = tmp_path / "mixed.csv"
+    path.write_bytes(b"video,caption\n" + f"{media.image_png},a square picture\n".encode()
+                     + f"{media.image_jpg},caf\xe9 in latin-1\n".encode("latin-1")
+                     + f"{media.landscape},\n".encode())
+    with caplog.at_level(logging.WARNING, logger="mg.data"):
+        dataset = VideoDataset(str(path), BUCKETS, video_folder=media.folder, target_fps=10)
+    assert [s.row.video for s in dataset.samples] == [media.image_png]
+    assert f"{path}, line 3: skipping {media.image_jpg!r}: its path or caption is not UTF-8 text" in caplog.text
+    assert f"{path}, line 4: skipping {media.landscape!r}: empty caption" in caplog.text
+    kept = VideoDataset(str(path), BUCKETS, video_folder=media.folder, target_fps=10, require_captions=False)
+    assert [s.row.video for s in kept.samples] == [media.image_png, media.landscape]
 
 
 def test_text_dropout_rate(csv_path, media):

@@ -1,6 +1,7 @@
 """inference.py: options from YAML and the command line reach the pipeline, files are named after prompt and seed
 and never overwritten, the same seed gives the same video, frames=1 gives an image, bad options fail clearly."""
 import functools
+import warnings
 
 import numpy as np
 import pytest
@@ -102,3 +103,11 @@ def test_cli_missing_checkpoint_and_prompts(inference, config, tmp_path, capsys)
     with pytest.raises(SystemExit):
         inference.main(["--config", config, "--output_path", str(tmp_path / "o")])
     assert "give --prompts" in capsys.readouterr().err
+
+
+def test_a_run_uses_no_deprecated_jsonargparse_option(inference, config, tmp_path, monkeypatch):
+    monkeypatch.setenv("JSONARGPARSE_DEPRECATION_WARNINGS", "all")  # every call warns, not only the first of a kind
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        inference.main(["--config", config, "--prompts", "a red circle", "--output_path", str(tmp_path / "out")])
+    assert [str(w.message) for w in caught if "Jsonargparse" in type(w.message).__name__] == []
