@@ -97,7 +97,6 @@ class VideoDataset:
         self.text_widths = {kind: read_text_emb_width(text_emb_path(folder, self._prompt(samples[0], kind)))
                             for kind, folder in self.text_emb_folders.items()}
         self.group_ids = np.array([s.group for s in samples], dtype=np.int64)
-        self.batch_sizes = [b.batch_size for b in self.buckets]
         self._group_members = [np.flatnonzero(self.group_ids == g) for g in range(len(self.buckets))]
         self.bad = {}  # sample index -> why it failed to load: not tried again in this run
         self._reported = set()

@@ -7,6 +7,8 @@ Samples that failed to load in a worker travel with their batch (a JSON column) 
 each once and hands the list of bad samples to the next epoch's workers, so they are not tried again.
 """
 import json
+from dataclasses import dataclass
+from typing import Optional, Union
 
 import mindspore.dataset as msd
 
@@ -35,6 +37,31 @@ class _EpochBatches:
         return (*(batch[name] for name in self.dataset.column_names), json.dumps(failed))
 
 
+@dataclass
+class KindBatchSizes:
+    """Batch sizes by kind of bucket; None keeps the bucket's own."""
+    image_batch_size: Optional[int] = None
+    video_batch_size: Optional[int] = None
+
+
+def bucket_batch_sizes(buckets, batch_size) -> list:
+    """The batch size of each bucket: its own, or `batch_size` (one int for all, or KindBatchSizes / its dict)."""
+    if batch_size is None:
+        return [b.batch_size for b in buckets]
+    if isinstance(batch_size, int):
+        by_kind = KindBatchSizes(batch_size, batch_size)
+    else:
+        by_kind = batch_size if isinstance(batch_size, KindBatchSizes) else KindBatchSizes(**dict(batch_size))
+    sizes = []
+    for bucket in buckets:
+        size = by_kind.image_batch_size if bucket.is_image else by_kind.video_batch_size
+        size = bucket.batch_size if size is None else size
+        if not isinstance(size, int) or size < 1:
+            raise ValueError(f"dataloader.batch_size must be positive integers, got {batch_size}")
+        sizes.append(size)
+    return sizes
+
+
 class VideoDataLoader:
     """Bucketed, sharded, resumable batches of a VideoDataset.
 
@@ -45,12 +72,18 @@ class VideoDataLoader:
         world_size: number of data-parallel ranks.
         num_workers: decoding worker processes (0 or 1: decode in the main process).
         drop_last: drop incomplete batches instead of completing them with repeated samples.
+        batch_size: overrides the buckets' batch sizes: one for all, or `{image_batch_size, video_batch_size}`.
+        image_video_ratio: image samples per video sample in an epoch, whatever the data's proportion (the paper
+            mixes about 1:10 in its joint stages: 0.1); None takes every sample once per epoch.
     """
 
     def __init__(self, dataset: VideoDataset, seed: int = 42, rank: int = 0, world_size: int = 1,
-                 num_workers: int = 2, drop_last: bool = False):
+                 num_workers: int = 2, drop_last: bool = False,
+                 batch_size: Optional[Union[int, KindBatchSizes]] = None, image_video_ratio: Optional[float] = None):
         self.dataset = dataset
-        self.sampler = BucketBatchSampler(dataset.group_ids, dataset.batch_sizes, seed, rank, world_size, drop_last)
+        image_groups = [i for i, bucket in enumerate(dataset.buckets) if bucket.is_image]
+        self.sampler = BucketBatchSampler(dataset.group_ids, bucket_batch_sizes(dataset.buckets, batch_size), seed,
+                                          rank, world_size, drop_last, image_groups, image_video_ratio)
         self.seed, self.rank = seed, rank
         self.num_workers = num_workers
         self.epoch, self.batch_index = 0, 0

@@ -163,3 +163,13 @@ def test_sharded_loaders_split_the_epoch(csv_path, media):
     by_rank = [[c for b in loader for c in b["caption"].tolist()] for loader in ranks]
     assert sorted(by_rank[0] + by_rank[1]) == sorted(c for b in single for c in b["caption"].tolist())
     assert not set(by_rank[0]) & set(by_rank[1])
+
+
+def test_batch_sizes_by_kind_override_the_buckets(csv_path, media):
+    dataset = make(csv_path, media)
+    by_kind = VideoDataLoader(dataset, num_workers=0, batch_size={"image_batch_size": 1, "video_batch_size": 2})
+    assert by_kind.sampler.batch_sizes == [1, 1, 2, 2]
+    assert VideoDataLoader(dataset, num_workers=0, batch_size=3).sampler.batch_sizes == [3, 3, 3, 3]
+    assert VideoDataLoader(dataset, num_workers=0).sampler.batch_sizes == [b.batch_size for b in BUCKETS]
+    with pytest.raises(ValueError, match="dataloader.batch_size must be positive"):
+        VideoDataLoader(dataset, num_workers=0, batch_size={"image_batch_size": 0})

@@ -54,3 +54,26 @@ def test_bad_arguments():
         BucketBatchSampler(GROUPS, SIZES, rank=2, world_size=2)
     with pytest.raises(ValueError, match="no batches"):
         BucketBatchSampler([0, 0], [4], drop_last=True)
+
+
+def test_image_video_ratio_sets_the_share_of_images_whatever_the_data_holds():
+    groups = np.array([0] * 30 + [1] * 10 + [2] * 20)  # images in groups 0 and 1 (40 in all), 20 videos in group 2
+    sampler = BucketBatchSampler(groups, [2, 2, 1], seed=3, image_groups=[0, 1], image_video_ratio=0.1)
+    for epoch in range(3):
+        samples = np.concatenate(sampler.batches(epoch))
+        kinds = groups[samples]
+        assert (kinds == 2).sum() == 20 and set(samples[kinds == 2]) == set(range(40, 60))  # every video once
+        assert ((kinds == 0).sum(), (kinds == 1).sum()) == (2, 0)  # 2 images: their groups' shares rounded (1.5, 0.5)
+        assert len(sampler.batches(epoch)) == len(sampler)
+    drawn = [set(np.concatenate(sampler.batches(e))[groups[np.concatenate(sampler.batches(e))] == 0]) for e in range(4)]
+    assert len(set().union(*drawn)) > 2  # each epoch draws other images
+    many = BucketBatchSampler(groups, [2, 2, 1], seed=3, image_groups=[0, 1], image_video_ratio=4.0)
+    kinds = groups[np.concatenate(many.batches(0))]
+    assert ((kinds == 0).sum(), (kinds == 1).sum(), (kinds == 2).sum()) == (60, 20, 20)  # 80 images: repeated
+
+
+def test_image_video_ratio_needs_both_kinds():
+    with pytest.raises(ValueError, match="no video sample"):
+        BucketBatchSampler(np.array([0, 0]), [1], image_groups=[0], image_video_ratio=0.1)
+    with pytest.raises(ValueError, match="no image sample"):
+        BucketBatchSampler(np.array([1, 1]), [1, 1], image_groups=[0], image_video_ratio=0.1)
