@@ -8,7 +8,8 @@ from mindspore import nn, ops
 import mg.backends.mha as mha
 from mg.backends import apply_recompute, use_backend
 from mg.backends.recompute import Checkpointed
-from mg.models.dit import DiTConfig, MovieGenDiT, dit_config, expand_position_tables, load_dit, parameter_count
+from mg.models.dit import (DiTConfig, MovieGenDiT, dit_config, expand_position_tables, load_dit, load_dit_weights,
+                          parameter_count)
 from mg.models.dit.config import SIZES
 from mg.models.dit.embeddings import POSITION_INIT_STD, PatchEmbed3D
 from mg.schedulers import FlowMatching
@@ -149,19 +150,9 @@ def test_unknown_flavor_and_bad_sizes_are_refused():
         dit_config("tiny", widht=3)
 
 
-def test_stage1_checkpoint_loads_into_stage2_model_after_expansion():
-    stage1 = random_model(max_t=1, max_h=3, max_w=3)
-    params = {p.name: p.asnumpy() for p in stage1.get_parameters()}
-    expanded = expand_position_tables(params, max_t=4, max_h=6, max_w=6)
-    stage2 = MovieGenDiT(tiny_config(max_t=4, max_h=6, max_w=6))
-    for p in stage2.get_parameters():
-        assert expanded[p.name].shape == p.shape, p.name
-        p.set_data(ms.Tensor(expanded[p.name]))
-
-    h_old, h_new = params["pos_embed.table_h"], expanded["pos_embed.table_h"]
-    np.testing.assert_allclose(h_new[[0, -1]], h_old[[0, -1]], rtol=1e-6)   # interpolation keeps the ends
-    np.testing.assert_allclose(h_new[1], h_old[0] * 0.6 + h_old[1] * 0.4, rtol=1e-5)  # row 1 sits at 0.4
-    t_new = expanded["pos_embed.table_t"]
+def test_growing_the_tables_extends_the_temporal_one_with_fresh_rows():
+    params = {p.name: p.asnumpy() for p in random_model(max_t=1, max_h=3, max_w=3).get_parameters()}
+    t_new = expand_position_tables(params, max_t=4, max_h=6, max_w=6)["pos_embed.table_t"]
     np.testing.assert_array_equal(t_new[0], params["pos_embed.table_t"][0])  # images keep their time row
     # new frames get fresh rows at the initial scale, not copies that would make them indistinguishable
     fresh = t_new[1:]
@@ -170,15 +161,40 @@ def test_stage1_checkpoint_loads_into_stage2_model_after_expansion():
     assert min(distances) > 0.5 * np.sqrt(2 * t_new.shape[1]) * POSITION_INIT_STD
     np.testing.assert_array_equal(expand_position_tables(params, max_t=4, max_h=6, max_w=6)["pos_embed.table_t"],
                                   t_new)  # deterministic: every rank grows the same table
+    with pytest.raises(ValueError, match="cannot shrink"):
+        expand_position_tables(params, max_t=4, max_h=2, max_w=6)
+    with pytest.raises(ValueError, match="spatial table growth must be one of"):
+        expand_position_tables(params, max_t=4, max_h=6, max_w=6, spatial="stretch")
 
-    # An image at stage-1 size sees the same temporal row; the expanded model runs on video grids.
+
+def stage_outputs(stage1, spatial_growth):
+    """A stage-1 model and a larger stage-2 model grown from it, both on the same stage-1-sized image."""
+    stage2 = MovieGenDiT(tiny_config(max_t=4, max_h=6, max_w=6))
+    load_dit_weights(stage2, {p.name: p.asnumpy() for p in stage1.get_parameters()}, spatial_growth=spatial_growth)
     rng = np.random.default_rng(0)
     embs, masks = text_inputs(1, [[3], [2]], rng)
-    out = stage2(ms.Tensor(rng.standard_normal((1, 4, 4, 12, 12)).astype(np.float32)),
-                 ms.Tensor(np.array([0.5], np.float32)), embs, masks)
-    assert out.shape == (1, 4, 4, 12, 12)
-    with pytest.raises(ValueError, match="cannot shrink"):
-        expand_position_tables(expanded, max_t=4, max_h=3, max_w=6)
+    image = ms.Tensor(rng.standard_normal((1, 4, 1, 6, 6)).astype(np.float32))  # a 3 x 3 patch grid
+    t = ms.Tensor(np.array([0.5], np.float32))
+    return stage1(image, t, embs, masks).asnumpy(), stage2(image, t, embs, masks).asnumpy(), stage2
+
+
+def test_extending_the_tables_keeps_what_the_earlier_stage_learned():
+    """At the same resolution (the paper's stage 2) a grown model reproduces the earlier stage exactly."""
+    before, after, stage2 = stage_outputs(random_model(max_t=1, max_h=3, max_w=3), "extend")
+    np.testing.assert_array_equal(after, before)
+    h = {p.name: p.asnumpy() for p in stage2.get_parameters()}["pos_embed.table_h"]
+    w = {p.name: p.asnumpy() for p in stage2.get_parameters()}["pos_embed.table_w"]
+    assert np.abs(h[3:] - w[3:]).min() > 0  # the new rows of the two tables differ
+
+
+def test_interpolating_the_tables_stretches_them_for_a_higher_resolution():
+    stage1 = random_model(max_t=1, max_h=3, max_w=3)
+    before, after, stage2 = stage_outputs(stage1, "interpolate")
+    assert np.abs(after - before).max() > 1e-3  # the grid's positions moved: it now covers a third of the table
+    h_old = {p.name: p.asnumpy() for p in stage1.get_parameters()}["pos_embed.table_h"]
+    h_new = {p.name: p.asnumpy() for p in stage2.get_parameters()}["pos_embed.table_h"]
+    np.testing.assert_allclose(h_new[[0, -1]], h_old[[0, -1]], rtol=1e-6)   # interpolation keeps the ends
+    np.testing.assert_allclose(h_new[1], h_old[0] * 0.6 + h_old[1] * 0.4, rtol=1e-5)  # row 1 sits at 0.4
 
 
 def recompute_gradients(model, jit):

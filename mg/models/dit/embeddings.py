@@ -99,16 +99,23 @@ def extend_table(table, length, seed=0):
     return np.concatenate([table, extra], axis=0)
 
 
-def expand_position_tables(params, max_t, max_h, max_w, prefix="pos_embed."):
-    """Grow the positional tables in a parameter dict for the next training stage (returns a new dict).
+# How the spatial tables grow for the next stage:
+# - "extend" (the default) keeps every learned row where it is and adds fresh rows: for a stage at the same
+#   resolution, such as the paper's stage 2 (256 px, larger tables for more aspect ratios), so an image of the
+#   earlier stage's size gets exactly the positions it was trained with;
+# - "interpolate" stretches the table over the new length (keeping both end rows): for a stage at a higher
+#   resolution, such as stage 3 (768 px, 3x), so a position keeps the embedding of the same relative place.
+# The temporal table always extends (stage 1 trains on images only; stage 2 adds frames).
+SPATIAL_GROWTH = ("extend", "interpolate")
 
-    Spatial tables are stretched by interpolation (stage 2 doubles them, stage 3 triples them: a position keeps the
-    embedding of the same relative place); the temporal table keeps its rows and gains new ones (stage 1 trains on
-    images only, so stage 2 adds rows up to 32 latent frames). Shrinking a table is refused.
-    """
+
+def expand_position_tables(params, max_t, max_h, max_w, spatial="extend", prefix="pos_embed."):
+    """Grow the positional tables in a parameter dict for the next training stage (returns a new dict); `spatial`
+    is one of SPATIAL_GROWTH. Shrinking a table is refused."""
+    if spatial not in SPATIAL_GROWTH:
+        raise ValueError(f"spatial table growth must be one of {SPATIAL_GROWTH}, got {spatial!r}")
     out = dict(params)
-    for axis, length, grow in (("t", max_t, extend_table), ("h", max_h, interpolate_table),
-                               ("w", max_w, interpolate_table)):
+    for seed, (axis, length) in enumerate((("t", max_t), ("h", max_h), ("w", max_w))):
         name = f"{prefix}table_{axis}"
         if name not in params:
             raise KeyError(f"positional table '{name}' is missing from the checkpoint")
@@ -116,7 +123,9 @@ def expand_position_tables(params, max_t, max_h, max_w, prefix="pos_embed."):
         if length < table.shape[0]:
             raise ValueError(f"cannot shrink '{name}' from {table.shape[0]} to {length} rows")
         if length > table.shape[0]:
-            out[name] = grow(table, length)
+            stretch = axis != "t" and spatial == "interpolate"
+            # a seed per axis: the new rows of the height and width tables must differ
+            out[name] = interpolate_table(table, length) if stretch else extend_table(table, length, seed)
     return out
 
 

@@ -48,11 +48,13 @@ def select_weights(tensors, prefer_ema=True, source="checkpoint"):
     return bare
 
 
-def load_dit_weights(model, weights, source="checkpoint"):
-    """Load parameters into `model`, growing positional tables that are smaller than the model's."""
+def load_dit_weights(model, weights, source="checkpoint", spatial_growth="extend"):
+    """Load parameters into `model`, growing positional tables that are smaller than the model's (`spatial_growth`:
+    see mg.models.dit.embeddings.SPATIAL_GROWTH)."""
     sizes = {p.name: p.shape[0] for p in model.get_parameters() if p.name in TABLES}
     if all(name in weights for name in TABLES) and any(weights[n].shape[0] < sizes[n] for n in TABLES):
-        weights = expand_position_tables(weights, sizes[TABLES[0]], sizes[TABLES[1]], sizes[TABLES[2]])
+        weights = expand_position_tables(weights, sizes[TABLES[0]], sizes[TABLES[1]], sizes[TABLES[2]],
+                                         spatial_growth)
     return load_state_dict(model, weights, source=source)
 
 
