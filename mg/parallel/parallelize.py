@@ -17,11 +17,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+import numpy as np
 from mindspore import nn
 
 from mg.models.dit.layers import Linear
 from mg.parallel.groups import ParallelGroups, get_parallel_groups
-from mg.parallel.layers import ContextParallelSelfAttention, ParallelLinear, SequenceShardedBlock
+from mg.parallel.layers import ContextParallelSelfAttention, ParallelLinear, SequenceShardedBlock, flat_shard_length
 
 ZERO_STAGES = (0, 1, 2, 3)
 
@@ -67,6 +68,41 @@ def _get_child(root, path):
     return cell
 
 
+def _block_linear_modes(model):
+    """{parameter-name prefix of a block projection: (TP mode, fused parts)}."""
+    return {f"blocks.{i}.{path}.": (mode, parts)
+            for i in range(len(model.blocks)) for path, mode, parts, _ in _BLOCK_LINEARS}
+
+
+def shard_plan(model, dp=1, tp=1, sp=False, zero_stage=0):
+    """{parameter name: ParamInfo} of the single-process `model` (in trainable_params order) under a layout with
+    `dp` data-parallel and `tp` tensor-parallel ranks: the one statement of how parallelize slices every parameter
+    (CP and SP slice none; they decide which gradients are partial sums). Pure arithmetic on names and shapes, so it
+    also works on a model built without its weights (mindspore.nn.utils.no_init_parameters)."""
+    block_linears = _block_linear_modes(model)
+    linear_weights = {f"{path}.weight" for path, cell in model.cells_and_names() if type(cell) is Linear}
+    seq_kind = "seq" if sp else "cp"
+    plan = {}
+    for param in model.trainable_params():
+        name, full = param.name, tuple(param.shape)
+        prefix = next((p for p in block_linears if name.startswith(p)), None)
+        tp_mode, parts, local = None, 1, full
+        if prefix is not None and tp > 1:
+            mode, parts = block_linears[prefix]
+            if name.endswith(".weight"):
+                tp_mode = mode
+                local = (full[0] // tp, full[1]) if mode == "column" else (full[0], full[1] // tp)
+            elif mode == "column":  # a bias follows its output features
+                tp_mode, local = mode, (full[0] // tp,)
+        reduce_group = None
+        if name.startswith("blocks."):
+            # TP-sharded weights see every token of their CP shard (SP gathers first); the rest only their shard
+            reduce_group = "cp" if tp_mode is not None else seq_kind
+        plan[name] = ParamInfo(full, local, tp_mode, parts, zero_stage == 3 and dp > 1 and name in linear_weights,
+                               reduce_group)
+    return plan
+
+
 def parallelize(model, groups: Optional[ParallelGroups] = None, sp: bool = False, zero_stage: int = 0):
     """Swap the layers of `model` (a MovieGenDiT, in place) for this rank's parallel ones; returns the plan.
 
@@ -83,8 +119,7 @@ def parallelize(model, groups: Optional[ParallelGroups] = None, sp: bool = False
             raise ValueError(f"tensor parallelism tp={groups.tp} must divide the model's {name} ({value})")
     tp_comm, cp_comm = groups.comm("tp"), groups.comm("cp")
     zero_comm = groups.comm("dp") if zero_stage == 3 else None
-    full_shapes = {p.name: tuple(p.shape) for p in model.trainable_params()}
-    order = [p.name for p in model.trainable_params()]
+    infos = shard_plan(model, groups.dp, groups.tp, sp, zero_stage)
 
     for i, block in enumerate(model.blocks):
         for path, mode, parts, seq in _BLOCK_LINEARS:
@@ -104,25 +139,15 @@ def parallelize(model, groups: Optional[ParallelGroups] = None, sp: bool = False
             SequenceShardedBlock(block, groups.comm(seq_kind), groups.comm(seq_kind), cp_comm, i == 0,
                                  i == depth - 1) for i, block in enumerate(model.blocks)])
 
-    cells = dict(model.cells_and_names())
-    params = {}
     for structural, param in model.parameters_and_names():
         name = structural.replace(".inner.", ".")
-        if name not in full_shapes:
+        if name not in infos:
             raise RuntimeError(f"parallelize produced an unknown parameter {name!r}")
         param.name = name  # the single-process name, whatever wrappers now sit in between
-        owner = cells[structural.rsplit(".", 1)[0]]
-        tp_mode, local, zero3, parts = None, tuple(param.shape), False, 1
-        if isinstance(owner, ParallelLinear):
-            is_weight = name.endswith(".weight")
-            tp_mode = owner.mode if is_weight or owner.mode == "column" else None
-            local = owner.local_shape if is_weight else local
-            zero3, parts = owner.zero and is_weight, owner.parts
-        reduce_group = None
-        if name.startswith("blocks."):
-            # TP-sharded weights see every token of their CP shard (SP gathers first); the rest only their shard
-            reduce_group = "cp" if tp_mode is not None else seq_kind
-        params[name] = ParamInfo(full_shapes[name], local, tp_mode, parts, zero3, reduce_group)
-    plan = ParallelPlan(groups, sp, zero_stage, {name: params[name] for name in order})
+        info = infos[name]
+        expected = (flat_shard_length(int(np.prod(info.local_shape)), groups.dp),) if info.zero3 else info.local_shape
+        if tuple(param.shape) != expected:
+            raise RuntimeError(f"parallelize made {name} {tuple(param.shape)}, its plan says {expected}")
+    plan = ParallelPlan(groups, sp, zero_stage, infos)
     model.parallel_plan = plan
     return plan
