@@ -3,19 +3,18 @@
     python train.py --config configs/train/stage1_t2i_256px.yaml --train.steps 100 --train.output_path out/
 
 Every YAML section is bound to the signature of what it builds (model: DiTConfig, dataset: VideoDataset,
-dataloader: VideoDataLoader, flow: FlowMatching, train / valid: the settings in mg.training.trainer); unknown keys
-and wrong types fail before anything runs, naming the key. The resolved config is saved to the output directory.
+dataloader: VideoDataLoader, flow: FlowMatching, env / train: the settings in mg.training.settings, valid / tae /
+text_encoders: below); unknown keys, wrong types and bad values fail before anything runs, naming the key. The
+resolved config is saved to the output directory. The options shared with tools/train_tae.py are in docs/training.md.
 """
 import mg  # noqa: F401  (quiet MindSpore logging before it is imported)
 
-import logging
-import sys
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, Literal, Optional
 
-import mindspore as ms
 import numpy as np
 from jsonargparse import ActionConfigFile, ArgumentParser
 
@@ -23,30 +22,40 @@ from mg.backends import apply_recompute
 from mg.data import VideoDataLoader, VideoDataset
 from mg.io import load_checkpoint
 from mg.models.dit import DiTConfig, MovieGenDiT, load_dit_weights
+from mg.models.dit.embeddings import SPATIAL_GROWTH
 from mg.models.dit.io import select_weights
 from mg.models.tae.io import load_tae, load_tae_config
 from mg.models.text_encoders import build_text_encoder
+from mg.optim import build_adamw
 from mg.parallel import ParallelAdamW, ParallelConfig, init_parallel, parallelize
 from mg.schedulers import FlowMatching
-from mg.training.ema import EMA
 from mg.training.inputs import ModelInputs
-from mg.training.lr_policy import PlateauLR
-from mg.optim import build_adamw
-from mg.training.state_io import LocalState, ParallelState
+from mg.training.run_dir import RunDirectory
+from mg.training.settings import EnvSettings, TrainSettings, set_up_environment
 from mg.training.train_step import FlowMatchingTrainStep
-from mg.training.trainer import Trainer, TrainSettings, ValidSettings
+from mg.training.trainer import Trainer
 
 
 @dataclass
-class EnvSettings:
-    """mode: 0 = graph (the train step is compiled with ms.jit), 1 = PyNative. device_target: None keeps MindSpore's
-    default. distributed: run under msrun with the `parallel` layout. jit_level and max_device_memory: Ascend only."""
-    mode: int = 0
-    seed: int = 42
-    device_target: Optional[str] = None
+class DiTEnvSettings(EnvSettings):
+    """distributed: run under msrun with the `parallel` layout."""
     distributed: bool = False
-    jit_level: str = "O1"
-    max_device_memory: Optional[str] = None
+
+
+@dataclass
+class ValidSettings:
+    """Held-out CSV (null disables validation); it is read with the training dataset's other settings. every: validate
+    (with the EMA weights) after every this many steps; the plateau learning-rate policy follows the result."""
+    csv_path: Optional[str] = None
+    every: int = 500
+    num_t: int = 8
+    max_batches: int = 16
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("every", "num_t", "max_batches"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"valid.{name} must be >= 1, got {getattr(self, name)}")
 
 
 @dataclass
@@ -65,51 +74,72 @@ class TextEncoderSpec:
 def build_parser():
     parser = ArgumentParser(description=__doc__.split("\n\n")[0], default_meta=False)
     parser.add_argument("--config", action=ActionConfigFile, help="YAML config file")
-    parser.add_dataclass_arguments(EnvSettings, "env")
-    parser.add_dataclass_arguments(DiTConfig, "model")
+    parser.add_class_arguments(DiTEnvSettings, "env")
+    parser.add_class_arguments(DiTConfig, "model", instantiate=False)
     parser.add_argument("--model.pretrained_model_path", type=Optional[str], default=None,
                         help="checkpoint of the previous stage (positional tables are expanded to this model's)")
+    parser.add_argument("--model.spatial_table_growth", type=Literal[SPATIAL_GROWTH], default="extend",
+                        help="how the previous stage's spatial positional tables grow: extend (same resolution: "
+                             "learned rows stay) or interpolate (higher resolution); the temporal table extends")
     parser.add_argument("--model.recompute_every", type=int, default=0,
                         help="recompute the activations of every n-th block in the backward pass (0: none; compiled "
                              "on CPU only 1 works)")
-    parser.add_dataclass_arguments(TAESettings, "tae")
+    parser.add_class_arguments(TAESettings, "tae")
     parser.add_argument("--text_encoders", type=Optional[Dict[str, TextEncoderSpec]], default=None,
                         help="encoders run on the fly ({kind: {path, max_length}}); null when embeddings are cached")
-    parser.add_class_arguments(VideoDataset, "dataset")
-    parser.add_class_arguments(VideoDataLoader, "dataloader", skip={"dataset", "rank", "world_size"})
+    parser.add_class_arguments(VideoDataset, "dataset", instantiate=False)
+    parser.add_class_arguments(VideoDataLoader, "dataloader", skip={"dataset", "rank", "world_size"},
+                               instantiate=False)
     parser.add_class_arguments(FlowMatching, "flow")
-    parser.add_dataclass_arguments(TrainSettings, "train")
-    parser.add_dataclass_arguments(ValidSettings, "valid")
-    parser.add_dataclass_arguments(ParallelConfig, "parallel")
+    parser.add_class_arguments(TrainSettings, "train")
+    parser.add_class_arguments(ValidSettings, "valid")
+    parser.add_class_arguments(ParallelConfig, "parallel")
     return parser
 
 
-def set_up_environment(env):
-    if env.device_target:
-        ms.set_device(env.device_target)
-    ms.set_context(mode=ms.PYNATIVE_MODE)  # graph mode comes from ms.jit on the train step (env.mode 0)
-    if ms.get_context("device_target") == "Ascend":
-        ms.set_context(jit_config={"jit_level": env.jit_level})
-        if env.max_device_memory:
-            ms.set_context(max_device_memory=env.max_device_memory)
-    ms.set_seed(env.seed)
+def parse(parser, argv):
+    """(the config as parsed, the same with the settings sections built); a bad value is a parser error."""
+    cfg = parser.parse_args(argv)
+    try:
+        built = parser.instantiate(cfg)
+    except ValueError as err:
+        parser.error(str(err))
+    if built.train.settings.zero_stage and not built.env.distributed:
+        parser.error("train.settings.zero_stage > 0 shards over data-parallel ranks: it needs --env.distributed "
+                     "true under msrun (or set it to 0)")
+    try:  # the latent scale comes from the TAE's config (in latent mode the sidecar may be all there is of it)
+        load_tae_config(built.tae.path)
+    except (FileNotFoundError, ValueError) as err:
+        what = err if Path(built.tae.path).exists() else "no such file (nor a sidecar config beside it)"
+        parser.error(f"tae.path {built.tae.path}: {what}")
+    return cfg, built
+
+
+TRAINING_ONLY = ("pretrained_model_path", "spatial_table_growth", "recompute_every")  # model.* options, not DiTConfig
+
+
+def model_config(cfg):
+    return DiTConfig(**{k: v for k, v in cfg.model.as_dict().items() if k not in TRAINING_ONLY})
 
 
 def build_model(cfg):
-    fields = {k: v for k, v in cfg.model.as_dict().items() if k not in ("pretrained_model_path", "recompute_every")}
-    model = MovieGenDiT(DiTConfig(**fields))
+    model = MovieGenDiT(model_config(cfg))
     if cfg.model.pretrained_model_path:
         tensors, _ = load_checkpoint(cfg.model.pretrained_model_path)
         source = cfg.model.pretrained_model_path
-        load_dit_weights(model, select_weights(tensors, source=source), source=source)
+        load_dit_weights(model, select_weights(tensors, source=source), source, cfg.model.spatial_table_growth)
     return model
 
 
-def build_inputs(cfg, model, dataset):
+def build_inputs(cfg, dataset):
+    """The batch -> model inputs conversion, checked against the dataset before any model is built."""
     tae = None if dataset.latent_mode else load_tae(cfg.tae.path)
     encoders = {kind: build_text_encoder(kind, spec.path, spec.max_length)
                 for kind, spec in (cfg.text_encoders or {}).items()}
-    return ModelInputs(model.config.text_encoders, load_tae_config(cfg.tae.path), tae, encoders, cfg.tae.tiled)
+    config = model_config(cfg)
+    inputs = ModelInputs(config.text_encoders, load_tae_config(cfg.tae.path), tae, encoders, cfg.tae.tiled)
+    inputs.check(dataset, config)
+    return inputs
 
 
 def validation_batches(cfg, inputs):
@@ -126,60 +156,39 @@ def validation_batches(cfg, inputs):
     return batches
 
 
-def prepare_output(parser, cfg):
-    """Refuse to reuse another run's directory; save the resolved config; log to train.log (writing rank only)."""
-    output = Path(cfg.train.output_path)
-    if not cfg.train.resume and (output / "config.yaml").exists():
-        raise FileExistsError(f"{output} already holds a run (config.yaml); pass --train.resume latest to continue "
-                              "it, or choose another --train.output_path")
-    output.mkdir(parents=True, exist_ok=True)
-    name = "config.yaml" if not cfg.train.resume else "config_resumed.yaml"
-    parser.save(cfg, output / name, overwrite=bool(cfg.train.resume), multifile=False)
-    handler = logging.FileHandler(output / "train.log")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.getLogger().addHandler(handler)
-    logging.getLogger().setLevel(logging.INFO)
-
-
 def main(argv=None):
     parser = build_parser()
-    cfg = parser.parse_args(argv)
-    set_up_environment(cfg.env)
-    layout = ParallelConfig(**cfg.parallel.as_dict())
-    groups = init_parallel(layout.dp, layout.tp, layout.cp) if cfg.env.distributed else None
-    if groups is None or groups.rank == 0:
-        prepare_output(parser, cfg)
-
-    model = build_model(cfg)
-    settings, opt = cfg.train, cfg.train.optimizer
-    if groups is not None:
-        parallelize(model, groups, sp=layout.sp, zero_stage=settings.settings.zero_stage)
-        # ParallelAdamW reduces gradients over the layout and clips by the global norm itself.
-        optimizer = ParallelAdamW(model, lr=opt.lr, weight_decay=opt.weight_decay, betas=tuple(opt.betas),
-                                  eps=opt.eps, clip_grad_norm=settings.settings.clip_grad_norm)
-        clip, dp_rank, dp_size = 0.0, groups.dp_rank, groups.dp
-    else:
-        if settings.settings.zero_stage:
-            raise ValueError("train.settings.zero_stage > 0 shards over data-parallel ranks: it needs "
-                             "--env.distributed True under msrun (or set it to 0)")
-        optimizer = build_adamw(model.trainable_params(), lr=opt.lr, weight_decay=opt.weight_decay,
-                                betas=tuple(opt.betas), eps=opt.eps)
-        clip, dp_rank, dp_size = settings.settings.clip_grad_norm, 0, 1
-    apply_recompute(model, cfg.model.recompute_every, compiled=cfg.env.mode == 0)  # last: after parallelize
-    flow = FlowMatching(**cfg.flow.as_dict())
-    dataset = VideoDataset(**cfg.dataset.as_dict())
-    loader = VideoDataLoader(dataset, rank=dp_rank, world_size=dp_size, **cfg.dataloader.as_dict())
-    inputs = build_inputs(cfg, model, dataset)
-    step = FlowMatchingTrainStep(model, optimizer, flow, jit=cfg.env.mode == 0, clip_grad_norm=clip,
-                                 accumulation_steps=settings.settings.gradient_accumulation_steps)
-    ema = EMA(model.trainable_params(), settings.ema.decay, settings.ema.warmup) if settings.ema else None
-    state = LocalState(model, optimizer, ema) if groups is None else ParallelState(model, optimizer, ema, groups)
-    lr_policy = PlateauLR(opt.lr, **settings.lr_scheduler.as_dict())
-    trainer = Trainer(model=model, train_step=step, optimizer=optimizer, lr_policy=lr_policy, ema=ema, loader=loader,
-                      inputs=inputs, flow=flow, settings=settings, seed=cfg.env.seed, dp_rank=dp_rank, state=state,
-                      validation_batches=validation_batches(cfg, inputs), valid=cfg.valid,
-                      run_config=json.loads(parser.dump(cfg, format="json")))
-    return trainer.run()
+    cfg, built = parse(parser, argv)
+    env, settings, layout = built.env, built.train, built.parallel
+    set_up_environment(env)
+    groups = init_parallel(layout.dp, layout.tp, layout.cp) if env.distributed else None
+    with RunDirectory(settings, writes=groups is None or groups.rank == 0) as run:
+        run.write_config(parser.dump(cfg))
+        dataset = VideoDataset(**cfg.dataset.as_dict())
+        inputs = build_inputs(cfg, dataset)
+        model = build_model(cfg)
+        opt, clip = settings.optimizer, settings.settings.clip_grad_norm
+        if groups is not None:
+            parallelize(model, groups, sp=layout.sp, zero_stage=settings.settings.zero_stage)
+            # ParallelAdamW reduces gradients over the layout and clips by the global norm itself.
+            optimizer = ParallelAdamW(model, lr=opt.lr, weight_decay=opt.weight_decay, betas=tuple(opt.betas),
+                                      eps=opt.eps, clip_grad_norm=clip)
+            clip, dp_rank, dp_size = 0.0, groups.dp_rank, groups.dp
+        else:
+            optimizer = build_adamw(model.trainable_params(), lr=opt.lr, weight_decay=opt.weight_decay,
+                                    betas=tuple(opt.betas), eps=opt.eps)
+            dp_rank, dp_size = 0, 1
+        apply_recompute(model, cfg.model.recompute_every, compiled=env.mode == 0)  # last: after parallelize
+        loader = VideoDataLoader(dataset, rank=dp_rank, world_size=dp_size, **cfg.dataloader.as_dict())
+        held_out = validation_batches(cfg, inputs)
+        step = FlowMatchingTrainStep(model, optimizer, built.flow, jit=env.mode == 0, clip_grad_norm=clip,
+                                     accumulation_steps=settings.settings.gradient_accumulation_steps,
+                                     inputs=inputs, valid_batches=held_out, valid_num_t=built.valid.num_t,
+                                     valid_seed=built.valid.seed)
+        trainer = Trainer(step=step, loader=loader, run=run, settings=settings, seed=env.seed, groups=groups,
+                          validate_every=built.valid.every if held_out else 0,
+                          run_config=json.loads(parser.dump(cfg, format="json")))
+        return trainer.run()
 
 
 if __name__ == "__main__":

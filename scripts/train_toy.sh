@@ -18,8 +18,8 @@ export GLOG_v=3
 
 if [ ! -f "$RUN/tae/tae.safetensors" ]; then
   python tools/train_tae.py --config configs/tae/train_toy.yaml --data.csv_path "$RUN/data/train.csv" \
-    --data.video_folder "$RUN/data" --train.output_dir "$RUN/tae" --train.steps "$TAE_STEPS" \
-    $([ -d "$RUN/tae/ckpt" ] && echo "--train.resume latest")
+    --data.video_folder "$RUN/data" --train.output_path "$RUN/tae" --train.steps "$TAE_STEPS" \
+    $([ -f "$RUN/tae/config.yaml" ] && echo "--train.resume latest")
 fi
 
 [ -d "$RUN/text_encoders/metaclip" ] || python tools/make_tiny_text_encoders.py "$RUN/text_encoders" \

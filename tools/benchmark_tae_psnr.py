@@ -56,9 +56,9 @@ def main(output_dir: str = "runs/tae_psnr", steps: Optional[int] = None,
              *(["--shape_size", shape_size] if shape_size is not None else []))
     if not (tae / "tae.safetensors").exists():
         _run(TOOLS / "train_tae.py", "--config", tae_config, "--data.csv_path", data / "train.csv",
-             "--data.video_folder", data, "--train.output_dir", tae,
+             "--data.video_folder", data, "--train.output_path", tae,
              *(["--train.steps", steps] if steps is not None else []),
-             *(["--train.resume", "latest"] if tae.exists() else []))
+             *(["--train.resume", "latest"] if (tae / "config.yaml").exists() else []))
     _run(TOOLS / "eval_tae.py", "--tae_checkpoint", tae / "tae.safetensors", "--videos", data / "heldout.csv",
          "--video_folder", data, "--output_dir", out / "eval", "--tiled", "false", "--overwrite", "true",
          "--num_samples", len(pd.read_csv(data / "heldout.csv")))

@@ -24,9 +24,9 @@ def _case(batch, frames, size, base_channels, steps, profile, queue):
 
     from mg.models.tae import TemporalAutoencoder, tae_config
     from mg.models.tae.losses import TAELoss, TAELossConfig
-    from mg.models.tae.trainer import TAETrainStep
-    from mg.profiling import op_type_times
     from mg.optim import build_adamw
+    from mg.profiling import op_type_times
+    from mg.training.tae_step import TAETrainStep
 
     ms.set_context(mode=ms.PYNATIVE_MODE)
     ms.set_device("CPU")

@@ -12,8 +12,8 @@ It takes the raw gradients of this rank and does all the reduction itself:
 Stages 1 and 2 run the same code: MindSpore's value_and_grad returns every gradient whole at the end of the
 backward, so gradients cannot be reduced and freed bucket by bucket during it (what makes stage 2 save memory).
 
-Use it as `FlowMatchingTrainStep(model, ParallelAdamW(...), flow, grad_reducer=None, clip_grad_norm=0)`: clipping
-belongs here, because only here the gradient is the global one.
+Use it as `FlowMatchingTrainStep(model, ParallelAdamW(...), flow, clip_grad_norm=0)`: clipping belongs here,
+because only here the gradient is the global one.
 """
 from __future__ import annotations
 

@@ -127,12 +127,15 @@ class TrainingLog:
         _replace_atomically(self.csv_path, lambda f: f.write(buffer.getvalue().encode("utf-8")))
 
     def truncate_after(self, step: int) -> None:
-        """Forget rows with a step greater than ``step`` (used when resuming from the checkpoint of ``step``)."""
+        """Forget rows with a step greater than ``step`` (used when resuming from the checkpoint of ``step``), in
+        the files too, and redraw an existing loss curve without them."""
         kept = [r for r in self.records if r["step"] <= step]
         if len(kept) != len(self.records):
             self.records = kept
             self._write_jsonl(kept)
             self._write_csv()
+            if self.plot_path.exists():
+                self.plot()
 
     def plot(self) -> Path:
         """Draw ``train_key`` and ``val_key`` against step into loss_curve.png (log-y); return its path."""

@@ -1,28 +1,72 @@
-"""One flow-matching optimisation step (forward, backward, optional gradient reduction and clipping, optimizer
-update), run eagerly (PyNative) or compiled with `ms.jit`, chosen by one flag. Noise and t come from the caller
-(seeded on the host) so a run is reproducible and resumable.
+"""Step objects: what the one training loop (mg.training.trainer.Trainer) asks of a model's training, and the DiT's
+flow-matching step. The TAE's step is in mg.training.tae_step.
+
+`FlowMatchingTrainStep` is one optimisation step (forward, backward, clipping, optimizer update) run eagerly (PyNative)
+or compiled with `ms.jit`, chosen by one flag. Noise and t come from the caller (seeded on the host) so a run is
+reproducible and resumable; `train_batch` draws them for a loader batch. Gradients are this process's: under a
+parallel layout `ParallelAdamW` reduces (and clips) them.
 
 With gradient accumulation over k micro-batches, the first k-1 calls only add their gradients to fp32 buffers and
 the k-th applies their mean, so k micro-batches of size b update the weights like one batch of size k*b.
 """
 import mindspore as ms
+import numpy as np
 from mindspore import ParameterTuple, ops
 from mindspore.common.initializer import Zero, initializer
 
+from mg.models.dit.io import config_to_dict
 
-class FlowMatchingTrainStep:
-    def __init__(self, model, optimizer, flow, jit: bool = True, clip_grad_norm: float = 0.0, grad_reducer=None,
-                 accumulation_steps: int = 1):
-        """`grad_reducer` (optional) maps the gradient tuple to the reduced one (data-parallel averaging); it runs
-        before clipping so the clip sees the global gradient."""
+
+class TrainStep:
+    """The interface of a step object. The loop owns the step counter, the learning rate, the EMA, logging,
+    checkpoints, resume and validation timing; the step object owns how a batch becomes losses and updates.
+
+    - ``model``: the trained Cell (checkpointed as ``model/``, tracked by the EMA).
+    - ``optimizer``: its optimizer (the loop sets its learning rate; checkpointed as ``optimizer/``).
+    - ``accumulation_steps``: loader batches per optimizer update; the last of them applies the update.
+    - `train_batch`, `validate`, `extra_state` / `load_extra_state`, `metadata`: below.
+    """
+    accumulation_steps = 1
+
+    def train_batch(self, batch, step: int, rng: np.random.Generator) -> dict:
+        """Train on one loader batch; ``step`` is the number of optimizer updates done before this one and ``rng``
+        the update's generator (seeded by seed, step and data-parallel rank). Returns float scalars to log, with
+        the training loss as "loss"."""
+        raise NotImplementedError
+
+    def validate(self) -> float:
+        """A validation loss (the loop swaps the EMA weights in first)."""
+        raise NotImplementedError(f"{type(self).__name__} has no validation")
+
+    def extra_state(self) -> dict:
+        """Checkpoint namespaces beyond model/optimizer/ema: {namespace: {name: array}}."""
+        return {}
+
+    def load_extra_state(self, spaces: dict) -> None:
+        """Restore what `extra_state` returned (``spaces`` holds every namespace of the checkpoint)."""
+
+    def metadata(self) -> dict:
+        """JSON-able checkpoint metadata describing the model (e.g. its config)."""
+        return {}
+
+
+class FlowMatchingTrainStep(TrainStep):
+    """The DiT's step. ``inputs`` (mg.training.inputs.ModelInputs) turns loader batches into latents and text for
+    `train_batch`; ``valid_batches`` (held-out (x1, (text_embs, text_masks)) pairs) with ``valid_num_t`` and
+    ``valid_seed`` define `validate` (FlowMatching.validation_loss)."""
+
+    def __init__(self, model, optimizer, flow, jit: bool = True, clip_grad_norm: float = 0.0,
+                 accumulation_steps: int = 1, inputs=None, valid_batches=None, valid_num_t: int = 8,
+                 valid_seed: int = 0):
         if accumulation_steps < 1:
             raise ValueError(f"accumulation_steps must be >= 1, got {accumulation_steps}")
         self.model = model
         self.optimizer = optimizer
         self.flow = flow
         self.clip_grad_norm = clip_grad_norm
-        self.grad_reducer = grad_reducer
         self.accumulation_steps = accumulation_steps
+        self.inputs = inputs
+        self.valid_batches, self.valid_num_t, self.valid_seed = valid_batches, valid_num_t, valid_seed
         self.micro_step = 0
         self.grad_fn = ms.value_and_grad(self.loss, None, optimizer.parameters)
         self.jit = jit
@@ -51,8 +95,6 @@ class FlowMatchingTrainStep:
                 summed.append(((buffer + grad.astype(ms.float32)) / self.accumulation_steps).astype(grad.dtype))
                 ops.assign(buffer, ops.zeros_like(buffer))
             grads = tuple(summed)
-        if self.grad_reducer is not None:
-            grads = self.grad_reducer(grads)
         if self.clip_grad_norm > 0:
             grads = ops.clip_by_global_norm(grads, self.clip_grad_norm)
         self.optimizer(grads)
@@ -70,3 +112,15 @@ class FlowMatchingTrainStep:
         self.micro_step = (self.micro_step + 1) % self.accumulation_steps
         # ms.mutable: a plain tuple argument is a compile-time constant under ms.jit (a new tuple recompiles)
         return step(x1, x0, t, ms.mutable(tuple(text_embs)), ms.mutable(tuple(text_masks)))
+
+    def train_batch(self, batch, step, rng):
+        x1, embs, masks = self.inputs(batch, rng)
+        x0 = ms.Tensor(self.flow.sample_noise(x1.shape, rng))
+        t = ms.Tensor(self.flow.sample_t(x1.shape[0], rng))
+        return {"loss": float(self(x1, x0, t, embs, masks).asnumpy())}
+
+    def validate(self):
+        return self.flow.validation_loss(self.model, self.valid_batches, self.valid_num_t, self.valid_seed)
+
+    def metadata(self):
+        return {"dit_config": config_to_dict(self.model.config)}

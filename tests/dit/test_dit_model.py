@@ -13,7 +13,6 @@ from mg.models.dit import (DiTConfig, MovieGenDiT, dit_config, expand_position_t
 from mg.models.dit.config import SIZES
 from mg.models.dit.embeddings import POSITION_INIT_STD, PatchEmbed3D
 from mg.schedulers import FlowMatching
-from mg.training.train_step import FlowMatchingTrainStep
 
 from dit.helpers import random_model, text_inputs, tiny_config
 

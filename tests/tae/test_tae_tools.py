@@ -1,4 +1,5 @@
-"""tools/train_tae.py (train, checkpoint, resume, export) and tools/eval_tae.py (metrics table, comparisons)."""
+"""tools/train_tae.py (train, checkpoint, resume, export, bad options) with its batches (mg.training.tae_step), and
+tools/eval_tae.py (metrics table, comparisons)."""
 import csv
 import json
 import subprocess
@@ -10,7 +11,9 @@ import cv2
 import numpy as np
 import pytest
 
+from mg.io import load_checkpoint
 from mg.models.tae import TemporalAutoencoder, load_tae, save_tae, tae_config
+from mg.training.tae_step import TAEBatches
 
 TOOLS = Path(__file__).resolve().parents[2] / "tools"
 
@@ -27,24 +30,45 @@ def test_train_tae_saves_resumes_and_exports(tmp_path):
     out = tmp_path / "run"
     common = ["--model.preset", "tiny", "--data.synthetic", "true", "--data.height", "16", "--data.width", "16",
               "--data.frames", "8", "--data.video_batch_size", "1", "--data.image_batch_size", "2",
-              "--data.image_every", "2", "--train.output_dir", str(out), "--train.save_every", "1",
-              "--train.jit", "false", "--train.ema_decay", "0.9"]
+              "--data.image_every", "2", "--loss.disc_weight", "0.1", "--loss.disc_start", "1",
+              "--loss.disc_channels", "8", "--loss.disc_layers", "2", "--train.output_path", str(out),
+              "--train.save.every", "1", "--train.log.every", "1", "--env.mode", "1", "--train.ema.decay", "0.9"]
     _run("train_tae.py", *common, "--train.steps", "2")
-    assert sorted(p.name for p in (out / "ckpt").glob("*.safetensors")) == ["step_000000000.safetensors",
-                                                                             "step_000000001.safetensors"]
-    assert (out / "loss_curve.png").stat().st_size > 0
+    checkpoints = sorted((out / "ckpt").glob("*.safetensors"))
+    assert [p.name for p in checkpoints] == ["step_000000001.safetensors", "step_000000002.safetensors"]
+    tensors, metadata = load_checkpoint(checkpoints[-1])
+    assert {key.split("/")[0] for key in tensors} == {"model", "optimizer", "ema", "disc", "disc_optimizer"}
+    assert metadata["step"] == 2 and metadata["tae_config"]["base_channels"] == 8
+    assert (out / "config.yaml").is_file() and (out / "loss_curve.png").stat().st_size > 0
     # a finished run is not overwritten; resuming it needs a new length and no exported model
-    assert "exists" in _run("train_tae.py", *common, "--train.steps", "3", ok=False).stderr
+    assert "has finished" in _run("train_tae.py", *common, "--train.steps", "3", ok=False).stderr
     (out / "tae.safetensors").unlink()
     (out / "tae.json").unlink()
     _run("train_tae.py", *common, "--train.steps", "3", "--train.resume", "latest")
-    steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
-    assert steps == [0, 1, 2]
-    record = json.loads((out / "log.jsonl").read_text().splitlines()[1])
-    assert {"loss", "l1", "kl", "lr"} <= set(record)
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3]
+    assert {"loss", "l1", "kl", "lr", "g_adv"} <= set(records[1]) and "d_loss" in records[1]
     tae = load_tae(out / "tae.safetensors")
     assert replace(tae.config, scaling_factor=1.0, shift_factor=0.0) == tae_config("tiny")
     assert tae.config.scaling_factor != 1.0 and tae.config.shift_factor != 0.0  # fitted at the end of training
+
+
+@pytest.mark.parametrize("bad, words", [
+    (["--train.save.every", "0"], ["train.save.every", ">= 1"]),
+    (["--model.dtype", "fp16"], ["model.dtype", "fp16"]),
+    (["--train.settings.gradient_accumulation_steps", "2"], ["gradient_accumulation_steps"]),
+    (["--data.crop_size", "12"], ["data.crop_size"]),
+], ids=["save-every-0", "dtype", "accumulation", "crop-size"])
+def test_train_tae_refuses_bad_values_before_building_anything(train_tae, tmp_path, capsys, monkeypatch, bad, words):
+    def no_model(*_):
+        raise AssertionError("a model was built")
+    monkeypatch.setattr(train_tae, "build_tae", no_model)
+    args = ["--model.preset", "tiny", "--data.synthetic", "true", "--data.height", "16", "--data.width", "16",
+            "--train.output_path", str(tmp_path / "run"), *bad]
+    with pytest.raises(SystemExit):
+        train_tae.main(args)
+    message = capsys.readouterr().err
+    assert all(word in message for word in words), message
 
 
 @pytest.mark.slow
@@ -73,34 +97,36 @@ def train_tae(load_script):
     return load_script("tools/train_tae.py")
 
 
-def test_image_batches_take_one_frame_from_each_of_many_clips(train_tae):
-    data = train_tae.DataConfig(synthetic=True, height=8, width=8, frames=4, video_batch_size=2,
-                                image_batch_size=5, image_every=2)
-    batches = train_tae._Batches(data)
-    assert batches.get(0).shape == (2, 3, 4, 8, 8)      # a video batch
-    images = batches.get(1)
+def test_image_batches_take_one_frame_from_each_of_many_clips():
+    batches = iter(TAEBatches(synthetic=True, height=8, width=8, frames=4, video_batch_size=2, image_batch_size=5,
+                              image_every=2))
+    assert next(batches).shape == (2, 3, 4, 8, 8)      # a video batch
+    images = next(batches)
     assert images.shape == (5, 3, 1, 8, 8)
     # synthetic clips have a random background each: five frames, five different backgrounds (clips)
     corners = {tuple(np.round(frame[:, 0, 0, 0], 5)) for frame in images}
     assert len(corners) == 5
 
 
-def test_learning_rate_warms_up_then_decays_to_min_lr(train_tae):
-    cosine = train_tae.TrainConfig(steps=101, lr=1.0, min_lr=0.1, warmup_steps=10)
-    assert [train_tae._learning_rate(cosine, s) for s in (0, 4, 9)] == pytest.approx([0.1, 0.5, 1.0])
-    assert train_tae._learning_rate(cosine, 55) == pytest.approx(0.55)       # half-way through the decay
-    assert train_tae._learning_rate(cosine, 100) == pytest.approx(0.1)       # the last step
-    constant = train_tae.TrainConfig(steps=101, lr=1.0, min_lr=-1.0, warmup_steps=10)
-    assert train_tae._learning_rate(constant, 100) == 1.0
+def test_batches_continue_from_their_state():
+    settings = dict(synthetic=True, height=8, width=8, frames=2, video_batch_size=2, image_batch_size=3,
+                    image_every=3, crop_size=8)
+    straight = iter(TAEBatches(**settings))
+    first = TAEBatches(**settings)
+    for _, batch in zip(range(4), first):
+        np.testing.assert_array_equal(batch, next(straight))
+    resumed = TAEBatches(**{**settings, "seed": 1})
+    resumed.load_state_dict(json.loads(json.dumps(first.state_dict())))
+    for _, batch in zip(range(4), resumed):
+        np.testing.assert_array_equal(batch, next(straight))
 
 
-def test_crops_are_windows_of_each_sample_at_its_own_place(train_tae):
-    data = train_tae.DataConfig(synthetic=True, height=16, width=24, frames=2, video_batch_size=8,
-                                image_batch_size=8, image_every=2, crop_size=8)
-    batches = train_tae._Batches(data)
+def test_crops_are_windows_of_each_sample_at_its_own_place():
+    batches = TAEBatches(synthetic=True, height=16, width=24, frames=2, video_batch_size=8, image_batch_size=8,
+                         image_every=2, crop_size=8)
     whole = np.arange(8 * 3 * 2 * 16 * 24, dtype=np.float32).reshape(8, 3, 2, 16, 24)
     batches.videos = lambda: whole
-    crops = batches.get(0)
+    crops, images = next(iter(batches)), next(iter(batches))
     assert crops.shape == (8, 3, 2, 8, 8)
     places = set()
     for clip, crop in zip(whole, crops):
@@ -108,7 +134,7 @@ def test_crops_are_windows_of_each_sample_at_its_own_place(train_tae):
         np.testing.assert_array_equal(crop, clip[..., y:y + 8, x:x + 8])
         places.add((y, x))
     assert len(places) > 1
-    assert batches.get(1).shape == (8, 3, 1, 8, 8)     # image batches are cropped too
-    for bad in (12, 24):                                 # not a multiple of 8; larger than the 16 px height
+    assert images.shape == (8, 3, 1, 8, 8)     # image batches are cropped too
+    for bad in (12, 24):                        # not a multiple of 8; larger than the 16 px height
         with pytest.raises(ValueError, match="data.crop_size"):
-            train_tae._Batches(train_tae.DataConfig(synthetic=True, height=16, width=24, crop_size=bad))
+            TAEBatches(synthetic=True, height=16, width=24, crop_size=bad)

@@ -1,10 +1,11 @@
-"""PlateauLR: warm-up, halving on plateaus (patience, threshold, minimum), state round trip."""
+"""The learning-rate policies: PlateauLR (warm-up, halving on plateaus: patience, threshold, minimum), CosineLR
+(warm-up, decay to a floor), state round trips, and the choice between them by LRSchedulerSettings."""
 import json
 
 import numpy as np
 import pytest
 
-from mg.training.lr_policy import PlateauLR
+from mg.training.lr_policy import CosineLR, LRSchedulerSettings, PlateauLR
 
 
 def _drive(policy, losses):
@@ -87,6 +88,8 @@ def test_state_round_trip_through_json_continues_identically():
     assert second.state_dict() == straight.state_dict()
     with pytest.raises(KeyError, match="level"):
         second.load_state_dict({})
+    with pytest.raises(ValueError, match="cosine"):
+        second.load_state_dict(CosineLR(1.0, 10).state_dict())
 
 
 def test_bad_settings_and_losses_are_refused():
@@ -97,3 +100,33 @@ def test_bad_settings_and_losses_are_refused():
             PlateauLR(**kwargs)
     with pytest.raises(ValueError, match="nan"):
         PlateauLR(1.0).report_validation(float("nan"))
+
+
+def test_cosine_warms_up_then_decays_to_min_lr_at_the_last_step():
+    cosine = CosineLR(1.0, total_steps=101, warmup_steps=10, min_lr=0.1)
+    assert [cosine.lr_at(s) for s in (0, 4, 9)] == pytest.approx([0.1, 0.5, 1.0])
+    assert cosine.lr_at(55) == pytest.approx(0.55)       # half-way through the decay
+    assert cosine.lr_at(100) == pytest.approx(0.1)       # the last step
+    assert cosine.lr_at(500) == pytest.approx(0.1)       # a longer resumed run stays at the floor
+    assert cosine.report_validation(1.0) is False and cosine.lr_at(55) == pytest.approx(0.55)
+    with pytest.raises(ValueError, match="nan"):
+        cosine.report_validation(float("nan"))
+    fresh = CosineLR(1.0, total_steps=101, warmup_steps=10, min_lr=0.1)
+    fresh.load_state_dict(json.loads(json.dumps(cosine.state_dict())))
+    assert [fresh.lr_at(s) for s in range(101)] == [cosine.lr_at(s) for s in range(101)]
+    with pytest.raises(ValueError, match="plateau"):
+        fresh.load_state_dict(PlateauLR(1.0).state_dict())
+
+
+def test_settings_choose_the_policy_with_the_shared_warmup_and_floor():
+    plateau = LRSchedulerSettings(policy="plateau", warmup_steps=4, min_lr=0.25, patience=0).build(1.0, 100)
+    cosine = LRSchedulerSettings(policy="cosine", warmup_steps=4, min_lr=0.25).build(1.0, 100)
+    assert isinstance(plateau, PlateauLR) and isinstance(cosine, CosineLR)
+    assert [plateau.lr_at(s) for s in range(4)] == [cosine.lr_at(s) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert cosine.lr_at(99) == 0.25
+    _drive(plateau, [1.0, 1.0, 1.0, 1.0])
+    assert plateau.lr_at(99) == 0.25
+    for kwargs, word in (({"policy": "step"}, "policy"), ({"warmup_steps": -1}, "warmup_steps"),
+                         ({"min_lr": 2.0}, "min_lr"), ({"policy": "cosine", "min_lr": -1.0}, "min_lr")):
+        with pytest.raises(ValueError, match=word):
+            LRSchedulerSettings(**kwargs).build(1.0, 100)

@@ -1,4 +1,5 @@
-"""JSONL/CSV training log, growing columns, resume, torn lines and the loss-curve PNG."""
+"""JSONL/CSV training log, growing columns, resume (truncation, also of the curve), torn lines and the loss-curve
+PNG."""
 import csv
 import json
 
@@ -88,3 +89,6 @@ def test_loss_curve_png_is_written_and_refreshed(tmp_path):
     for colour in ((31, 119, 180), (255, 127, 14)):  # matplotlib's first two line colours: train, validation
         assert np.any(np.all(np.abs(rgb - colour) <= 2, axis=-1)), f"no {colour} curve in the plot"
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+    log.truncate_after(5)  # a resume drops the validation row of step 6: the curve is redrawn without it
+    rgb = np.round(matplotlib.image.imread(png)[..., :3] * 255).astype(int)
+    assert not np.any(np.all(np.abs(rgb - (255, 127, 14)) <= 2, axis=-1))
