@@ -10,16 +10,20 @@ resolved config is saved to the output directory. The options shared with tools/
 import mg  # noqa: F401  (quiet MindSpore logging before it is imported)
 
 import json
+import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Literal, Optional
 
+import mindspore as ms
 import numpy as np
 from jsonargparse import ActionConfigFile, ArgumentParser
 
-from mg.backends import apply_recompute
+from mg.backends import apply_recompute, fused_on
 from mg.data import VideoDataLoader, VideoDataset
+from mg.data.buckets import parse_buckets
+from mg.data.loader import bucket_batch_sizes
 from mg.io import load_checkpoint
 from mg.models.dit import DiTConfig, MovieGenDiT, load_dit_weights
 from mg.models.dit.embeddings import SPATIAL_GROWTH
@@ -28,12 +32,16 @@ from mg.models.tae.io import load_tae, load_tae_config
 from mg.models.text_encoders import build_text_encoder
 from mg.optim import build_adamw
 from mg.parallel import ParallelAdamW, ParallelConfig, init_parallel, parallelize
+from mg.parallel.groups import launched_processes
+from mg.parallel.memory import Layout, Workload, format_bytes, plan_memory
 from mg.schedulers import FlowMatching
 from mg.training.inputs import ModelInputs
 from mg.training.run_dir import RunDirectory
-from mg.training.settings import EnvSettings, TrainSettings, set_up_environment
+from mg.training.settings import EnvSettings, TrainSettings, parse_memory_size, set_up_environment
 from mg.training.train_step import FlowMatchingTrainStep
 from mg.training.trainer import Trainer
+
+_logger = logging.getLogger("train")
 
 
 @dataclass
@@ -44,9 +52,11 @@ class DiTEnvSettings(EnvSettings):
 
 @dataclass
 class ValidSettings:
-    """Held-out CSV (null disables validation); it is read with the training dataset's other settings. every: validate
-    (with the EMA weights) after every this many steps; the plateau learning-rate policy follows the result."""
+    """Held-out CSV (null or "" disables validation); it is read with the training dataset's other settings. dataset:
+    the seed scripts' name for it. every: validate (with the EMA weights) after every this many steps; the plateau
+    learning-rate policy follows the result."""
     csv_path: Optional[str] = None
+    dataset: Optional[str] = None
     every: int = 500
     num_t: int = 8
     max_batches: int = 16
@@ -56,6 +66,12 @@ class ValidSettings:
         for name in ("every", "num_t", "max_batches"):
             if getattr(self, name) < 1:
                 raise ValueError(f"valid.{name} must be >= 1, got {getattr(self, name)}")
+        if self.dataset is not None:
+            if self.csv_path and self.dataset and self.csv_path != self.dataset:
+                raise ValueError(f"valid.dataset {self.dataset} and valid.csv_path {self.csv_path} disagree: give "
+                                 "the validation CSV once")
+            self.csv_path = self.dataset  # "" disables validation, as in the seed's scripts
+        self.csv_path = self.csv_path or None
 
 
 @dataclass
@@ -63,6 +79,14 @@ class TAESettings:
     """path: the TAE checkpoint; its config gives the latent scale/shift, its weights encode pixel batches."""
     path: str
     tiled: bool = True
+
+
+@dataclass
+class TextEmbFolders:
+    """Cached text-embedding folders by encoder (a folder per encoder; the seed scripts' option)."""
+    ul2: Optional[str] = None
+    byt5: Optional[str] = None
+    metaclip: Optional[str] = None
 
 
 @dataclass
@@ -88,6 +112,9 @@ def build_parser():
     parser.add_argument("--text_encoders", type=Optional[Dict[str, TextEncoderSpec]], default=None,
                         help="encoders run on the fly ({kind: {path, max_length}}); null when embeddings are cached")
     parser.add_class_arguments(VideoDataset, "dataset", instantiate=False)
+    parser.add_argument("--dataset.text_emb_folder", type=Optional[TextEmbFolders], default=None,
+                        help="the seed scripts' form of dataset.text_emb_folders: one folder per encoder "
+                             "(--dataset.text_emb_folder.ul2 DIR --dataset.text_emb_folder.byt5 DIR)")
     parser.add_class_arguments(VideoDataLoader, "dataloader", skip={"dataset", "rank", "world_size"},
                                instantiate=False)
     parser.add_class_arguments(FlowMatching, "flow")
@@ -104,9 +131,20 @@ def parse(parser, argv):
         built = parser.instantiate(cfg)
     except ValueError as err:
         parser.error(str(err))
+    per_encoder = cfg.dataset.pop("text_emb_folder", None)  # the seed scripts' form of dataset.text_emb_folders
+    if per_encoder is not None:
+        folders = {kind: folder for kind, folder in per_encoder.items() if folder}
+        if cfg.dataset.text_emb_folders and dict(cfg.dataset.text_emb_folders) != folders:
+            parser.error("dataset.text_emb_folder and dataset.text_emb_folders disagree: give the folders once")
+        cfg.dataset.text_emb_folders = folders
+    cfg.valid.pop("dataset", None)  # the seed's name, resolved into valid.csv_path
+    cfg.valid.csv_path = built.valid.csv_path
     if built.train.settings.zero_stage and not built.env.distributed:
         parser.error("train.settings.zero_stage > 0 shards over data-parallel ranks: it needs --env.distributed "
                      "true under msrun (or set it to 0)")
+    if launched_processes() > 1 and not built.env.distributed:
+        parser.error(f"msrun launched {launched_processes()} processes but env.distributed is false: every process "
+                     "would train alone into the same folder (pass --env.distributed true)")
     try:  # the latent scale comes from the TAE's config (in latent mode the sidecar may be all there is of it)
         load_tae_config(built.tae.path)
     except (FileNotFoundError, ValueError) as err:
@@ -142,6 +180,53 @@ def build_inputs(cfg, dataset):
     return inputs
 
 
+# Text tokens the plan assumes per encoder when no cache or encoder says: the seed's caches (ul2_emb_300,
+# byt5_emb_100) and long-prompt MetaCLIP's 256
+PLAN_TEXT_TOKENS = {"ul2": 300, "byt5": 100, "metaclip": 256}
+
+
+def text_tokens(cfg, config, dataset=None):
+    """Text tokens per sample: the cached embeddings' lengths, the on-the-fly encoders' max_length, or the seed's."""
+    lengths = dict(PLAN_TEXT_TOKENS)
+    lengths.update({kind: spec.max_length for kind, spec in (cfg.text_encoders or {}).items()})
+    if dataset is not None:
+        lengths.update({kind: shape[0] for kind, shape in dataset.text_shapes.items()})
+    return sum(lengths.get(kind, 256) for kind in config.text_encoders)
+
+
+def memory_plan(cfg, built, layout, dataset=None):
+    """(MemoryPlan, bucket) of the bucket that needs the most device memory (mg.parallel.memory)."""
+    config = model_config(cfg)
+    buckets = parse_buckets([dict(b) if isinstance(b, dict) else b.as_dict() if hasattr(b, "as_dict") else b
+                             for b in cfg.dataset.buckets])
+    sizes = bucket_batch_sizes(buckets, cfg.dataloader.as_dict().get("batch_size"))
+    kernels = "fused" if fused_on(built.env.device_target or ms.get_context("device_target")) else "plain"
+    plans = []
+    for bucket, size in zip(buckets, sizes):
+        workload = Workload(size, bucket.frames, bucket.height, bucket.width, text_tokens(cfg, config, dataset),
+                            built.train.settings.gradient_accumulation_steps, bool(built.train.ema),
+                            cfg.model.recompute_every, kernels, built.env.mode == 0)
+        plans.append((plan_memory(config, layout, workload), bucket))
+    return max(plans, key=lambda item: item[0].device)
+
+
+def check_memory(plan, bucket, layout, limit):
+    """Log the plan; refuse to start when it exceeds `limit` (env.max_device_memory), naming what to change."""
+    _logger.info("memory plan per device (largest bucket %s, layout %s):\n%s", bucket, layout, "\n".join(plan.lines()))
+    if limit is None:
+        return
+    allowed = parse_memory_size(limit)
+    if plan.device <= allowed:
+        return
+    parts = {"activations": plan.activations + plan.weight_copies, "optimizer": plan.optimizer,
+             "weights": plan.weights + plan.gradients + plan.accumulation}
+    advice = {"activations": "set model.recompute_every 1, a larger parallel.cp or a smaller dataloader.batch_size",
+              "optimizer": "raise train.settings.zero_stage (>= 1 shards it over data-parallel ranks)",
+              "weights": "raise parallel.tp or set train.settings.zero_stage 3"}[max(parts, key=parts.get)]
+    raise MemoryError(f"the memory plan needs {format_bytes(plan.device)} per device, more than env.max_device_memory "
+                      f"= {limit}: {advice}. The plan:\n" + "\n".join(plan.lines()))
+
+
 def validation_batches(cfg, inputs):
     """Fixed held-out batches (latents sampled once with the validation seed, no text dropout)."""
     if not cfg.valid.csv_path:
@@ -160,12 +245,18 @@ def main(argv=None):
     parser = build_parser()
     cfg, built = parse(parser, argv)
     env, settings, layout = built.env, built.train, built.parallel
-    set_up_environment(env)
+    ignored = set_up_environment(env)
     groups = init_parallel(layout.dp, layout.tp, layout.cp) if env.distributed else None
     with RunDirectory(settings, writes=groups is None or groups.rank == 0) as run:
         run.write_config(parser.dump(cfg))
+        for option in ignored:
+            _logger.info("on %s, ignored: %s", ms.get_context("device_target"), option)
         dataset = VideoDataset(**cfg.dataset.as_dict())
         inputs = build_inputs(cfg, dataset)
+        groups_layout = Layout(groups.dp, groups.tp, groups.cp, layout.sp, settings.settings.zero_stage) \
+            if groups is not None else Layout()
+        if groups is None or groups.rank == 0:
+            check_memory(*memory_plan(cfg, built, groups_layout, dataset), groups_layout, env.max_device_memory)
         model = build_model(cfg)
         opt, clip = settings.optimizer, settings.settings.clip_grad_norm
         if groups is not None:

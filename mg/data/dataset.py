@@ -22,7 +22,7 @@ import numpy as np
 from mg.data.buckets import Bucket, assign_bucket, parse_buckets
 from mg.data.latent_cache import latent_path, load_latent, read_latent_header
 from mg.data.table import Row, read_table
-from mg.data.text_cache import EMPTY_PROMPT, load_text_emb, prepared_prompt, read_text_emb_width, text_emb_path
+from mg.data.text_cache import EMPTY_PROMPT, load_text_emb, prepared_prompt, read_text_emb_shape, text_emb_path
 from mg.data.transforms import clip_indices, frame_step, resize_center_crop, to_model_range
 from mg.data.video_io import probe, read_frames
 
@@ -94,7 +94,8 @@ class VideoDataset:
             raise ValueError(f"{csv_path}: no usable sample")
         self.samples = samples
         self.latent_channels = self._latent_channels()
-        self.text_widths = {kind: read_text_emb_width(text_emb_path(folder, self._prompt(samples[0], kind)))
+        # (length, width) of each encoder's cached embeddings (the caches pad every prompt to one length)
+        self.text_shapes = {kind: read_text_emb_shape(text_emb_path(folder, self._prompt(samples[0], kind)))
                             for kind, folder in self.text_emb_folders.items()}
         self.group_ids = np.array([s.group for s in samples], dtype=np.int64)
         self._group_members = [np.flatnonzero(self.group_ids == g) for g in range(len(self.buckets))]

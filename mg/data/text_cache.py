@@ -35,10 +35,11 @@ def save_text_emb(path: str, emb: np.ndarray, mask: np.ndarray, prompt: str, kin
                      {"prompt": prompt, "kind": kind}, overwrite=True)
 
 
-def read_text_emb_width(path: str) -> int:
-    """The embedding width C of a cache file, without reading the tensors."""
+def read_text_emb_shape(path: str) -> tuple[int, int]:
+    """The embedding's (length L, width C) of a cache file, without reading the tensors."""
     with safe_open(path, framework="numpy") as handle:
-        return int(handle.get_slice("emb").get_shape()[-1])
+        length, width = handle.get_slice("emb").get_shape()
+        return int(length), int(width)
 
 
 def load_text_emb(path: str, prompt: str) -> tuple[np.ndarray, np.ndarray]:

@@ -70,15 +70,21 @@ _CURRENT: ParallelGroups | None = None
 _CREATED: dict = {}  # (dp, cp, tp) -> ParallelGroups: each layout's groups are created once per process
 
 
-def init_parallel(dp: int = 1, tp: int = 1, cp: int = 1) -> ParallelGroups:
+def launched_processes() -> int:
+    """How many processes msrun launched (1 without msrun), from its environment: nothing is initialised."""
+    return int(os.environ.get("MS_WORKER_NUM", "1"))
+
+
+def init_parallel(dp: int | None = None, tp: int = 1, cp: int = 1) -> ParallelGroups:
     """Initialise communication (under msrun) and create the groups of the dp x cp x tp layout.
 
-    dp * cp * tp must equal the number of launched processes. Without msrun only the 1 x 1 x 1 layout is possible.
-    Calling it again with another layout creates that layout's groups (names are unique per layout) and makes it
-    the current one (tests try several layouts in one launch); a layout seen before is reused.
+    dp * cp * tp must equal the number of launched processes; `dp` None takes the processes that tp x cp leave.
+    Without msrun only the 1 x 1 x 1 layout is possible. Calling it again with another layout creates that layout's
+    groups (names are unique per layout) and makes it the current one (tests try several layouts in one launch); a
+    layout seen before is reused.
     """
     global _CURRENT
-    for name, value in (("dp", dp), ("tp", tp), ("cp", cp)):
+    for name, value in (("tp", tp), ("cp", cp)) + ((("dp", dp),) if dp is not None else ()):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"parallel.{name} must be a positive integer, got {value!r}")
     if "MS_WORKER_NUM" in os.environ:
@@ -87,6 +93,11 @@ def init_parallel(dp: int = 1, tp: int = 1, cp: int = 1) -> ParallelGroups:
         rank, world = get_rank(), get_group_size()
     else:
         rank, world = 0, 1
+    if dp is None:
+        if world % (tp * cp):
+            raise ValueError(f"parallel.tp={tp} x parallel.cp={cp} does not divide the {world} processes launched "
+                             "(msrun --worker_num)")
+        dp = world // (tp * cp)
     if dp * cp * tp != world:
         raise ValueError(f"parallel layout dp={dp} x cp={cp} x tp={tp} = {dp * cp * tp} processes, but {world} "
                          "were launched (msrun --worker_num); make the product equal the number of processes")

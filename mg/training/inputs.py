@@ -35,7 +35,7 @@ class ModelInputs:
             raise ValueError(f"{dataset.tae_latent_folder}: the cached latents have {dataset.latent_channels} "
                              f"channels but the transformer takes model.in_channels = {config.in_channels} (cache the "
                              "latents with the TAE this model is trained for, or change model.in_channels)")
-        for kind, width in dataset.text_widths.items():
+        for kind, (_, width) in dataset.text_shapes.items():
             if kind in config.text_encoders and width != config.text_encoders[kind]:
                 raise ValueError(f"{dataset.text_emb_folders[kind]}: the cached {kind} embeddings are {width} wide "
                                  f"but model.text_encoders.{kind} = {config.text_encoders[kind]}")

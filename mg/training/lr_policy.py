@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Mapping, Optional
 
 
 class _WarmUpLR:
@@ -147,13 +147,15 @@ class CosineLR(_WarmUpLR):
 class LRSchedulerSettings:
     """policy: "plateau" (halve the level when validation plateaus for more than `patience` checks; without
     validation the level stays `lr`) or "cosine" (decay to `min_lr` at the last step). Both warm up linearly over
-    `warmup_steps` and never go below `min_lr`; `patience`, `factor` and `threshold` are the plateau policy's."""
+    `warmup_steps` and never go below `min_lr`; `patience`, `factor` and `threshold` are the plateau policy's. lr:
+    the seed scripts' name for the learning rate, train.optimizer.lr (given here, it sets that)."""
     policy: str = "plateau"
     warmup_steps: int = 1000
     min_lr: float = 1e-6
     patience: int = 3
     factor: float = 0.5
     threshold: float = 1e-4
+    lr: Optional[float] = None
 
     def build(self, base_lr: float, total_steps: int) -> _WarmUpLR:
         if self.policy == "plateau":

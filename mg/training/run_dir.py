@@ -34,7 +34,7 @@ class RunDirectory:
     def __init__(self, settings, writes: bool = True):
         self.path = Path(settings.output_path)
         self.resume = settings.resume
-        self.keep_last = settings.save.keep_last
+        self.keep_last = settings.save.kept
         self.writes = writes
         self.checkpoints = None
         self.resume_from = None

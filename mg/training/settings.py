@@ -16,6 +16,19 @@ def _at_least(option: str, value, minimum) -> None:
         raise ValueError(f"{option} must be >= {minimum}, got {value}")
 
 
+def parse_memory_size(text: str) -> int:
+    """Bytes of a size written as MindSpore's max_device_memory is ("59GB", "512MB"; binary units)."""
+    units = {"KB": 2 ** 10, "MB": 2 ** 20, "GB": 2 ** 30, "TB": 2 ** 40}
+    value = str(text).strip().upper()
+    for unit, scale in units.items():
+        if value.endswith(unit):
+            try:
+                return int(float(value[:-len(unit)]) * scale)
+            except ValueError:
+                break
+    raise ValueError(f"env.max_device_memory must be a size such as 59GB or 512MB, got {text!r}")
+
+
 @dataclass
 class EnvSettings:
     """mode: 0 = graph (the train step is compiled with ms.jit), 1 = PyNative. seed: of the weights' initialisation
@@ -31,17 +44,26 @@ class EnvSettings:
         if self.mode not in (0, 1):
             raise ValueError(f"env.mode must be 0 (graph: ms.jit) or 1 (PyNative), got {self.mode}")
         _at_least("env.seed", self.seed, 0)
+        if self.max_device_memory is not None:
+            parse_memory_size(self.max_device_memory)
 
 
-def set_up_environment(env: EnvSettings) -> None:
+def set_up_environment(env: EnvSettings) -> list[str]:
+    """Apply the env options; returns the ones that mean nothing on this device (for the log)."""
     if env.device_target:
         ms.set_device(env.device_target)
     ms.set_context(mode=ms.PYNATIVE_MODE)  # graph mode comes from ms.jit on the train step (env.mode 0)
+    ms.set_seed(env.seed)
     if ms.get_context("device_target") == "Ascend":
         ms.set_context(jit_config={"jit_level": env.jit_level})
         if env.max_device_memory:
             ms.set_context(max_device_memory=env.max_device_memory)
-    ms.set_seed(env.seed)
+        return []
+    ignored = [f"env.jit_level {env.jit_level} (Ascend's compiler level; ms.jit compiles the step here)"]
+    if env.max_device_memory:
+        ignored.append(f"env.max_device_memory {env.max_device_memory} as MindSpore's device limit (the memory "
+                       "plan is still checked against it)")
+    return ignored
 
 
 @dataclass
@@ -77,13 +99,20 @@ class EMASettings:
 
 @dataclass
 class SaveSettings:
-    """every: a checkpoint after every this many steps (and after the last). keep_last: checkpoints kept."""
+    """every: a checkpoint after every this many steps (and after the last). ckpt_save_policy (the seed's name):
+    "latest_k" keeps the newest `keep_last` checkpoints, "all" keeps every one (e.g. to average or compare them)."""
     every: int = 1000
     keep_last: int = 3
+    ckpt_save_policy: Literal["latest_k", "all"] = "latest_k"
 
     def __post_init__(self):
         _at_least("train.save.every", self.every, 1)
         _at_least("train.save.keep_last", self.keep_last, 1)
+
+    @property
+    def kept(self) -> Optional[int]:
+        """How many checkpoints to keep (None: all)."""
+        return self.keep_last if self.ckpt_save_policy == "latest_k" else None
 
 
 @dataclass
@@ -116,6 +145,11 @@ class TrainSettings:
 
     def __post_init__(self):
         self.resume, self.ema = self.resume or None, self.ema or None  # "" as null: handy in shell scripts
+        if self.lr_scheduler.lr is not None:  # the seed's name for the learning rate
+            if self.optimizer.lr not in (OptimizerSettings.lr, self.lr_scheduler.lr):
+                raise ValueError(f"train.lr_scheduler.lr = {self.lr_scheduler.lr} and train.optimizer.lr = "
+                                 f"{self.optimizer.lr} disagree: give the learning rate once")
+            self.optimizer.lr = self.lr_scheduler.lr
         if Path(self.output_path).exists() and not Path(self.output_path).is_dir():
             raise ValueError(f"train.output_path {self.output_path} is a file, not a folder")
         _at_least("train.steps", self.steps, 1)

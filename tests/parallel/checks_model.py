@@ -15,10 +15,12 @@ from mg.parallel.checkpoint import (full_arrays, gather_optimizer_state, gather_
                                     load_gathered_optimizer_state, load_gathered_state_dict)
 from mg.parallel.collectives import METER
 from mg.parallel.groups import init_parallel
+from mg.parallel.memory import Layout, Workload
 from mg.parallel.parallelize import parallelize
 from mg.parallel.zero import ParallelAdamW
 from mg.schedulers import EulerSampler, FlowMatching
 from mg.optim import build_adamw, optimizer_state
+from mg.training.memory_check import check_plan
 from mg.training.train_step import FlowMatchingTrainStep
 
 TEXT_DIMS = {"ul2": 12, "byt5": 8}
@@ -250,3 +252,30 @@ def check_comm_volume():
         results[f"meter/dp2_zero{stage}"] = 0.0 if got == want else float("inf")
         WORST[f"meter/dp2_zero{stage}"] = f"counted {got}, expected {want}"
     return results
+
+
+PLAN_MODEL = dict(depth=2, dim=512, ffn_dim=1408, num_heads=8, text_encoders={"ul2": 64}, max_t=1, max_h=16, max_w=32)
+ACTIVATION_TOLERANCE = 0.25  # the plan's activations against a step's measured memory rise (relative)
+
+
+def check_memory_plan(name, dp, tp, cp, sp=False, zero_stage=0, measure=False):
+    """The memory plan of a d=512 model with gradient accumulation: its weights, gradients, optimizer state and
+    accumulation buffers equal the bytes this rank holds (error in bytes); with `measure` (the first step of the
+    process: MindSpore's pool keeps what a step used), its activations at 512 tokens per sample, batch 4 per rank, are
+    within ACTIVATION_TOLERANCE of the measured rise (error: how far outside)."""
+    groups = init_parallel(dp=dp, tp=tp, cp=cp)
+    layout = Layout(dp, tp, cp, sp, zero_stage)
+    size = (4, 1, 256, 512) if measure else (1, 1, 64, 64)  # (batch, frames, height, width): small if not measured
+    workload = Workload(*size, 64, accumulation=2, recompute_every=0, compiled=False)
+    result = check_plan(dit_config("tiny", **PLAN_MODEL), layout, workload, groups)
+    plan, got = result["planned"], result["allocated"]
+    errors = {f"plan/{name}/{part}": float(abs(getattr(plan, part) - got[part]))
+              for part in ("weights", "gradients", "optimizer", "accumulation")}
+    for part in ("weights", "gradients", "optimizer", "accumulation"):
+        WORST[f"plan/{name}/{part}"] = f"planned {getattr(plan, part)}, allocated {got[part]}"
+    if measure:
+        relative = abs(plan.activations / result["measured_activations"] - 1)
+        errors[f"plan/{name}/activations"] = max(0.0, relative - ACTIVATION_TOLERANCE)
+        WORST[f"plan/{name}/activations"] = (f"planned {plan.activations / 2 ** 20:.0f} MiB, measured "
+                                             f"{result['measured_activations'] / 2 ** 20:.0f} MiB")
+    return errors

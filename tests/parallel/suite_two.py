@@ -1,10 +1,12 @@
-"""Checks run by 2 msrun workers: collectives on the world group (native AllGather), TP (with its checkpoint moved
-to one process and back), CP and ZeRO-0..3 against one process, a dp=2 training run, a jitted TP step (also with recompute), SP/CP
+"""Checks run by 2 msrun workers: the memory plan against what each layout allocates (and, for the first, the
+measured activations), collectives on the world group (native AllGather), TP (with its checkpoint moved to one process
+and back), CP and ZeRO-0..3 against one process, a dp=2 training run, a jitted TP step (also with recompute), SP/CP
 sampling and the byte meter."""
 import time
 
 from checks_collectives import check_collectives
-from checks_model import WORST, check_comm_volume, check_jit_step, check_layout, check_sampling, check_training_run
+from checks_model import (WORST, check_comm_volume, check_jit_step, check_layout, check_memory_plan, check_sampling,
+                          check_training_run)
 
 from mg.parallel.groups import init_parallel
 
@@ -16,6 +18,10 @@ def timed(results, fn, *args, **kwargs):
 
 
 def run(results, out_dir):
+    timed(results, check_memory_plan, "cp2", dp=1, tp=1, cp=2, measure=True)  # first: a fresh memory pool
+    timed(results, check_memory_plan, "tp2_sp", dp=1, tp=2, cp=1, sp=True)
+    timed(results, check_memory_plan, "dp2_zero3", dp=2, tp=1, cp=1, zero_stage=3)
+    timed(results, check_memory_plan, "dp2_zero1", dp=2, tp=1, cp=1, zero_stage=1)
     timed(results, check_collectives, init_parallel(dp=2), "world2")
     timed(results, check_layout, "tp2", dp=1, tp=2, cp=1, checkpoint_dir=out_dir)
     timed(results, check_layout, "cp2", dp=1, tp=1, cp=2)

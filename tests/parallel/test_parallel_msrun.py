@@ -111,3 +111,9 @@ def test_checkpoint_moves_between_layouts(two_workers, four_workers, suite, layo
     results = two_workers if suite == "two" else four_workers
     _assert_checks(results, [f"ckpt/{layout}/{c}" for c in ("single_process_forward", "reloaded_forward",
                                                              "reloaded_adamw_state")])
+
+
+def test_the_memory_plan_equals_what_each_layout_allocates(two_workers):
+    parts = ("weights", "gradients", "optimizer", "accumulation")
+    _assert_checks(two_workers, [f"plan/{layout}/{part}" for layout in ("cp2", "tp2_sp", "dp2_zero3", "dp2_zero1")
+                                 for part in parts] + ["plan/cp2/activations"])
