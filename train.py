@@ -35,6 +35,7 @@ from mg.parallel import ParallelAdamW, ParallelConfig, init_parallel, paralleliz
 from mg.parallel.groups import launched_processes
 from mg.parallel.memory import Layout, Workload, format_bytes, plan_memory
 from mg.schedulers import FlowMatching
+from mg.training.checkpoint import find_checkpoint
 from mg.training.inputs import ModelInputs
 from mg.training.run_dir import RunDirectory
 from mg.training.settings import EnvSettings, TrainSettings, parse_memory_size, set_up_environment
@@ -53,7 +54,7 @@ class DiTEnvSettings(EnvSettings):
 @dataclass
 class ValidSettings:
     """Held-out CSV (null or "" disables validation); it is read with the training dataset's other settings. dataset:
-    the seed scripts' name for it. every: validate (with the EMA weights) after every this many steps; the plateau
+    the seed scripts' name for it (given, it replaces csv_path). every: validate (with the EMA weights) after every this many steps; the plateau
     learning-rate policy follows the result."""
     csv_path: Optional[str] = None
     dataset: Optional[str] = None
@@ -66,11 +67,8 @@ class ValidSettings:
         for name in ("every", "num_t", "max_batches"):
             if getattr(self, name) < 1:
                 raise ValueError(f"valid.{name} must be >= 1, got {getattr(self, name)}")
-        if self.dataset is not None:
-            if self.csv_path and self.dataset and self.csv_path != self.dataset:
-                raise ValueError(f"valid.dataset {self.dataset} and valid.csv_path {self.csv_path} disagree: give "
-                                 "the validation CSV once")
-            self.csv_path = self.dataset  # "" disables validation, as in the seed's scripts
+        if self.dataset is not None:  # given, it replaces csv_path; "" disables validation, as in the seed's scripts
+            self.csv_path = self.dataset
         self.csv_path = self.csv_path or None
 
 
@@ -101,7 +99,8 @@ def build_parser():
     parser.add_class_arguments(DiTEnvSettings, "env")
     parser.add_class_arguments(DiTConfig, "model", instantiate=False)
     parser.add_argument("--model.pretrained_model_path", type=Optional[str], default=None,
-                        help="checkpoint of the previous stage (positional tables are expanded to this model's)")
+                        help="checkpoint of the previous stage, or its run's ckpt/ folder (the newest checkpoint); "
+                             "positional tables are grown to this model's")
     parser.add_argument("--model.spatial_table_growth", type=Literal[SPATIAL_GROWTH], default="extend",
                         help="how the previous stage's spatial positional tables grow: extend (same resolution: "
                              "learned rows stay) or interpolate (higher resolution); the temporal table extends")
@@ -113,8 +112,8 @@ def build_parser():
                         help="encoders run on the fly ({kind: {path, max_length}}); null when embeddings are cached")
     parser.add_class_arguments(VideoDataset, "dataset", instantiate=False)
     parser.add_argument("--dataset.text_emb_folder", type=Optional[TextEmbFolders], default=None,
-                        help="the seed scripts' form of dataset.text_emb_folders: one folder per encoder "
-                             "(--dataset.text_emb_folder.ul2 DIR --dataset.text_emb_folder.byt5 DIR)")
+                        help="the seed scripts' form of dataset.text_emb_folders, which it replaces when given: one "
+                             "folder per encoder (--dataset.text_emb_folder.ul2 DIR --dataset.text_emb_folder.byt5 DIR)")
     parser.add_class_arguments(VideoDataLoader, "dataloader", skip={"dataset", "rank", "world_size"},
                                instantiate=False)
     parser.add_class_arguments(FlowMatching, "flow")
@@ -133,15 +132,18 @@ def parse(parser, argv):
         parser.error(str(err))
     per_encoder = cfg.dataset.pop("text_emb_folder", None)  # the seed scripts' form of dataset.text_emb_folders
     if per_encoder is not None:
-        folders = {kind: folder for kind, folder in per_encoder.items() if folder}
-        if cfg.dataset.text_emb_folders and dict(cfg.dataset.text_emb_folders) != folders:
-            parser.error("dataset.text_emb_folder and dataset.text_emb_folders disagree: give the folders once")
-        cfg.dataset.text_emb_folders = folders
-    cfg.valid.pop("dataset", None)  # the seed's name, resolved into valid.csv_path
+        cfg.dataset.text_emb_folders = {kind: folder for kind, folder in per_encoder.items() if folder}
+    # the seed's names resolved, so the saved config says what the run does
+    cfg.valid.pop("dataset", None)
     cfg.valid.csv_path = built.valid.csv_path
+    cfg.train.lr_scheduler.lr = None
+    cfg.train.optimizer.lr = built.train.optimizer.lr
+    cfg.train.ema = cfg.train.ema or None
     if built.train.settings.zero_stage and not built.env.distributed:
         parser.error("train.settings.zero_stage > 0 shards over data-parallel ranks: it needs --env.distributed "
                      "true under msrun (or set it to 0)")
+    if cfg.model.dtype == "bf16" and not fused_on(built.env.device_target or ms.get_context("device_target")):
+        parser.error("model.dtype bf16 needs Ascend: MindSpore's CPU kernels have no bf16 (use --model.dtype fp32)")
     if launched_processes() > 1 and not built.env.distributed:
         parser.error(f"msrun launched {launched_processes()} processes but env.distributed is false: every process "
                      "would train alone into the same folder (pass --env.distributed true)")
@@ -163,9 +165,10 @@ def model_config(cfg):
 def build_model(cfg):
     model = MovieGenDiT(model_config(cfg))
     if cfg.model.pretrained_model_path:
-        tensors, _ = load_checkpoint(cfg.model.pretrained_model_path)
-        source = cfg.model.pretrained_model_path
-        load_dit_weights(model, select_weights(tensors, source=source), source, cfg.model.spatial_table_growth)
+        source = find_checkpoint(cfg.model.pretrained_model_path, "--model.pretrained_model_path")
+        tensors, _ = load_checkpoint(source)
+        load_dit_weights(model, select_weights(tensors, source=str(source)), str(source),
+                         cfg.model.spatial_table_growth)
     return model
 
 

@@ -1,23 +1,28 @@
 #!/usr/bin/env bash
-# Stage 1: text-to-image at 256 px on 8 NPUs. MODEL=1B|5B|30B picks the size (configs/model/dit_$MODEL.yaml).
-# Extra arguments go to train.py, e.g. --dataset.csv_path ... --dataset.tae_latent_folder ... --train.steps 2000
-set -euo pipefail
-cd "$(dirname "$0")/.."
-MODEL=${MODEL:-5B}
-export ASCEND_RT_VISIBLE_DEVICES=${ASCEND_RT_VISIBLE_DEVICES:-0,1,2,3,4,5,6,7}
-export MS_MEMORY_STATISTIC=0
-export GLOG_v=2
+# Stage 1: text-to-image at 256 px, the seed's stage-1 script with the layout that fits MODEL (scripts/stage_common.sh
+# lists the settings). Extra arguments go to train.py, e.g. --train.steps 100.
+source "$(dirname "$0")/stage_common.sh"
+layout 1
+stage1_dir=${OUTPUT:-output/stage1_t2i_256px/$(date +"%Y.%m.%d-%H.%M.%S")}
 
-stage1_dir=output/stage1_t2i_256px/$(date +"%Y.%m.%d-%H.%M.%S")
-
-msrun --bind_core=True --master_port=8200 --worker_num=8 --local_worker_num=8 --log_dir="$stage1_dir" \
-  python train.py \
+launch "$stage1_dir" \
   --config configs/train/stage1_t2i_256px.yaml \
   --config "configs/model/dit_$MODEL.yaml" \
+  "${LAYOUT[@]}" \
   --env.mode 0 \
   --env.jit_level O1 \
   --env.max_device_memory 59GB \
   --env.distributed True \
-  --train.settings.zero_stage 2 \
+  --dataset.csv_path "$DATA/video_caption_train.csv" \
+  --dataset.video_folder "$DATA/mixkit" \
+  --dataset.tae_latent_folder "$DATA/tae_latent_images" \
+  --dataset.text_emb_folder.ul2 "$DATA/ul2_emb_300" \
+  --dataset.text_emb_folder.byt5 "$DATA/byt5_emb_100" \
+  --dataloader.batch_size 10 \
+  --valid.dataset "" \
+  --train.ema "" \
+  --train.optimizer.weight_decay 0 \
+  --train.save.ckpt_save_policy latest_k \
+  --train.steps 2000 \
   --train.output_path "$stage1_dir" \
   "$@"

@@ -7,8 +7,8 @@ accumulation buffers, weight copies and activations of the bucket that needs the
 It reads the same options as train.py (any train.py option may be given; data paths need not exist: the plan assumes
 the seed's text lengths unless --text_encoders says otherwise) plus `--processes`, the msrun worker count (parallel.dp
 defaults to what tp x cp leave of it) and `--kernels` (fused: Ascend, the default; plain: CPU). It prints the plan
-and, with --env.max_device_memory, whether it fits. `--fit_table true` prints the table of docs/training.md instead:
-the shipped layouts of every flavor and stage against a 64 GB Ascend 910B.
+and, with --env.max_device_memory, whether it fits. `--fit_table true` (alone) prints the table of docs/training.md instead:
+for every flavor and stage, the fewest 64 GB Ascend 910B cards and the cheapest layout whose plan fits.
 """
 import mg  # noqa: F401  (quiet MindSpore logging before it is imported)
 
@@ -21,20 +21,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # train.py's parse
 import train  # noqa: E402
 from mg.parallel.memory import GIB, Layout  # noqa: E402
 
-# The shipped layouts (scripts/stage*.sh with MODEL=...): flavor, stage config -> (processes, tp, cp, sp, zero,
-# recompute_every). See docs/training.md, "Configs that fit".
-SHIPPED = {
-    ("1B", "stage1_t2i_256px"): (8, 1, 1, False, 2, 1),
-    ("1B", "stage2_t2iv_256px"): (8, 1, 1, False, 2, 1),
-    ("1B", "stage3_t2iv_768px"): (8, 2, 1, True, 2, 1),
-    ("5B", "stage1_t2i_256px"): (8, 1, 1, False, 3, 1),
-    ("5B", "stage2_t2iv_256px"): (8, 2, 1, True, 3, 1),
-    ("5B", "stage3_t2iv_768px"): (16, 8, 1, True, 3, 1),
-    ("30B", "stage1_t2i_256px"): (32, 4, 1, True, 3, 1),
-    ("30B", "stage2_t2iv_256px"): (64, 8, 1, True, 3, 1),
-    ("30B", "stage3_t2iv_768px"): (128, 8, 4, True, 3, 1),
-}
-DEVICE = "64GB"  # an Ascend 910B's memory
+DEVICE = "59GB"  # what the seed's scripts give MindSpore of a 64 GB Ascend 910B (env.max_device_memory)
+STAGES = ("stage1_t2i_256px", "stage2_t2iv_256px", "stage3_t2iv_768px")
+CARDS = (8, 16, 32, 64, 128, 256)
+
+
+def candidate_layouts(cards):
+    """(tp, cp, zero_stage, recompute_every) for `cards` processes, cheapest first: less tensor and context
+    parallelism (their collectives run every layer), ZeRO-2 before ZeRO-3 (which gathers weights every step), less
+    recompute (a recomputed block costs a forward again)."""
+    for tp in (1, 2, 4, 8):  # within a node of 8
+        for cp in (1, 2, 4, 8):
+            if cards % (tp * cp):
+                continue
+            for zero in (2, 3):
+                for every in (0, 2, 1):
+                    yield tp, cp, zero, every
 
 
 def build_parser():
@@ -44,7 +46,7 @@ def build_parser():
     parser.add_argument("--kernels", type=Literal["fused", "plain"], default="fused",
                         help="fused: Ascend's kernels; plain: the CPU path")
     parser.add_argument("--fit_table", type=bool, default=False,
-                        help="print the shipped layouts' plans against a 64 GB device (docs/training.md)")
+                        help="alone: print the shipped layouts' plans against a 64 GB device (docs/training.md)")
     parser.set_defaults({"tae.path": "unused"})  # the plan needs no TAE
     return parser
 
@@ -62,25 +64,49 @@ def plan_for(argv):
     return plan, bucket, plan_layout, built.env.max_device_memory, cfg
 
 
+def stage_options(flavor, stage, cards, tp, cp, zero, every=None):
+    """Options of a stage config at a layout (`every` None: the config's own recompute)."""
+    root = Path(__file__).resolve().parents[1] / "configs" / "train"
+    return ["--config", str(root / f"{stage}.yaml"), "--model.flavor", flavor, "--dataset.csv_path", "unused",
+            "--processes", str(cards), "--parallel.tp", str(tp), "--parallel.cp", str(cp),
+            "--parallel.sp", str(tp > 1).lower(), "--train.settings.zero_stage", str(zero),
+            *([] if every is None else ["--model.recompute_every", str(every)])]
+
+
+def smallest_fit(flavor, stage):
+    """(cards, tp, cp, zero, every, plan) of the fewest cards and cheapest layout whose plan fits DEVICE."""
+    limit = train.parse_memory_size(DEVICE)
+    for cards in CARDS:
+        for tp, cp, zero, every in candidate_layouts(cards):
+            plan = plan_for(stage_options(flavor, stage, cards, tp, cp, zero, every))[0]
+            if plan.device <= limit:
+                return cards, tp, cp, zero, every, plan
+    raise SystemExit(f"{flavor} {stage}: nothing up to {CARDS[-1]} cards fits {DEVICE}")
+
+
 def fit_table():
-    root = Path(__file__).resolve().parents[1] / "configs"
-    print("| model | stage | cards | layout | recompute | planned GiB/device | fits 64 GB |")
+    """The fewest Ascend 910B cards (64 GB, 59 GB given to MindSpore as in the seed's scripts) that fit each flavor
+    and stage with the seed's batch sizes and accumulation, and how the seed's own setup (8 cards, ZeRO-2, data
+    parallel) plans."""
+    print("| model | stage | the seed's setup: 8 cards, dp8, ZeRO-2 | fewest cards | layout | recompute | planned GiB |")
     print("|---|---|---|---|---|---|---|")
-    for (flavor, stage), (cards, tp, cp, sp, zero, every) in SHIPPED.items():
-        argv = ["--config", str(root / "train" / f"{stage}.yaml"), "--model.flavor", flavor,
-                "--processes", str(cards), "--parallel.tp", str(tp), "--parallel.cp", str(cp),
-                "--parallel.sp", str(sp).lower(), "--train.settings.zero_stage", str(zero),
-                "--model.recompute_every", str(every)]
-        plan, _, layout, _, _ = plan_for(argv)
-        text = f"dp{layout.dp} x tp{tp}" + (f" x cp{cp}" if cp > 1 else "") + (" + SP" if sp else "") + f", ZeRO-{zero}"
-        fits = "yes" if plan.device <= train.parse_memory_size(DEVICE) else "no"
-        print(f"| {flavor} | {stage} | {cards} | {text} | every {every} | {plan.device / GIB:.1f} | {fits} |")
+    for flavor in ("1B", "5B", "30B"):
+        for stage in STAGES:
+            seed = plan_for(stage_options(flavor, stage, 8, 1, 1, 2))[0]
+            cards, tp, cp, zero, every, plan = smallest_fit(flavor, stage)
+            layout = " x ".join(f"{name}{size}" for name, size in
+                                (("dp", cards // (tp * cp)), ("tp", tp), ("cp", cp)) if size > 1 or name == "dp")
+            layout += (" + SP" if tp > 1 else "") + f", ZeRO-{zero}"
+            rc = f"every {every}" if every else "none"
+            print(f"| {flavor} | {stage} | {seed.device / GIB:.1f} GiB | {cards} | {layout} | {rc} | "
+                  f"{plan.device / GIB:.1f} |")
 
 
 def main(argv=None):
-    plan, bucket, layout, limit, cfg = plan_for(argv)
-    if cfg.fit_table:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:2] == ["--fit_table", "true"]:  # the table reads the shipped configs itself: no run's options
         return fit_table()
+    plan, bucket, layout, limit, cfg = plan_for(argv)
     print(f"layout {layout}, {cfg.kernels} kernels, largest bucket {bucket}")
     print("\n".join(plan.lines()))
     if limit:

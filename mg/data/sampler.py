@@ -8,10 +8,13 @@ By default an epoch holds every sample once. With `image_video_ratio` r an epoch
 r images per video sample, drawn afresh each epoch (a different share of a large image set, or images repeated from
 a small one), whatever the CSV's proportion of images and videos; each image group gets its share of the images.
 """
+import logging
 import math
 from typing import Optional, Sequence
 
 import numpy as np
+
+_logger = logging.getLogger(__name__)
 
 
 class BucketBatchSampler:
@@ -53,7 +56,8 @@ class BucketBatchSampler:
         videos = sum(n for g, n in enumerate(sizes) if g not in image_groups)
         images = sum(n for g, n in enumerate(sizes) if g in image_groups)
         if videos == 0:
-            raise ValueError("image_video_ratio is set but the data holds no video sample")
+            _logger.warning("image_video_ratio is set but the data holds no video sample: every image once per epoch")
+            return sizes
         if images == 0 and ratio > 0:
             raise ValueError(f"image_video_ratio = {ratio} but the data holds no image sample")
         wanted = ratio * videos

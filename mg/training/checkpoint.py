@@ -90,6 +90,23 @@ def _complete_checkpoints(directory: Path, prefix: str) -> list[Path]:
     return [path for _, path in sorted(found)]
 
 
+def find_checkpoint(where: str | os.PathLike, option: str, prefix: str = "step") -> Path:
+    """The ``.safetensors`` path of a complete checkpoint given as a directory (its newest complete ``<prefix>_*``
+    checkpoint; a read-only look) or as a stem, ``.safetensors`` or ``.json`` path; `option` names what gave it in
+    the `CheckpointError` raised when there is none."""
+    path = Path(where)
+    if path.is_dir():
+        done = _complete_checkpoints(path, prefix)
+        if not done:
+            raise CheckpointError(f"{option} {path}: no complete '{prefix}_*' checkpoint in that directory")
+        return done[-1]
+    tensors_path, _ = checkpoint_paths(path)
+    if not is_complete(path):
+        state = "incomplete (no .json sidecar)" if tensors_path.exists() else "not found"
+        raise CheckpointError(f"{option} {where}: checkpoint {tensors_path} is {state}")
+    return tensors_path
+
+
 class CheckpointManager:
     """Numbered checkpoints ``<prefix>_<step:09d>`` in one directory, keeping the newest ``keep_last``.
 
@@ -159,16 +176,4 @@ class CheckpointManager:
             if found is None:
                 raise CheckpointError(f"--resume latest: no complete checkpoint in {self.directory}")
             return found
-        path = Path(resume)
-        if path.is_dir():
-            # A read-only look: no cleanup in a directory this manager was not asked to manage.
-            done = _complete_checkpoints(path, self.prefix)
-            newest = done[-1] if done else None
-            if newest is None:
-                raise CheckpointError(f"--resume {path}: no complete '{self.prefix}_*' checkpoint in that directory")
-            return newest
-        tensors_path, _ = checkpoint_paths(path)
-        if not is_complete(path):
-            state = "incomplete (no .json sidecar)" if tensors_path.exists() else "not found"
-            raise CheckpointError(f"--resume {resume}: checkpoint {tensors_path} is {state}")
-        return tensors_path
+        return find_checkpoint(resume, "--train.resume", self.prefix)

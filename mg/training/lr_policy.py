@@ -148,7 +148,7 @@ class LRSchedulerSettings:
     """policy: "plateau" (halve the level when validation plateaus for more than `patience` checks; without
     validation the level stays `lr`) or "cosine" (decay to `min_lr` at the last step). Both warm up linearly over
     `warmup_steps` and never go below `min_lr`; `patience`, `factor` and `threshold` are the plateau policy's. lr:
-    the seed scripts' name for the learning rate, train.optimizer.lr (given here, it sets that)."""
+    the seed scripts' name for the learning rate: given, it replaces train.optimizer.lr."""
     policy: str = "plateau"
     warmup_steps: int = 1000
     min_lr: float = 1e-6

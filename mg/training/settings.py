@@ -145,10 +145,7 @@ class TrainSettings:
 
     def __post_init__(self):
         self.resume, self.ema = self.resume or None, self.ema or None  # "" as null: handy in shell scripts
-        if self.lr_scheduler.lr is not None:  # the seed's name for the learning rate
-            if self.optimizer.lr not in (OptimizerSettings.lr, self.lr_scheduler.lr):
-                raise ValueError(f"train.lr_scheduler.lr = {self.lr_scheduler.lr} and train.optimizer.lr = "
-                                 f"{self.optimizer.lr} disagree: give the learning rate once")
+        if self.lr_scheduler.lr is not None:  # the seed's name for the learning rate: given, it sets it
             self.optimizer.lr = self.lr_scheduler.lr
         if Path(self.output_path).exists() and not Path(self.output_path).is_dir():
             raise ValueError(f"train.output_path {self.output_path} is a file, not a folder")

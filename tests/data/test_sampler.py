@@ -72,8 +72,9 @@ def test_image_video_ratio_sets_the_share_of_images_whatever_the_data_holds():
     assert ((kinds == 0).sum(), (kinds == 1).sum(), (kinds == 2).sum()) == (60, 20, 20)  # 80 images: repeated
 
 
-def test_image_video_ratio_needs_both_kinds():
-    with pytest.raises(ValueError, match="no video sample"):
-        BucketBatchSampler(np.array([0, 0]), [1], image_groups=[0], image_video_ratio=0.1)
+def test_image_video_ratio_needs_both_kinds(caplog):
+    with caplog.at_level("WARNING", logger="mg.data"):
+        only_images = BucketBatchSampler(np.array([0, 0]), [1], image_groups=[0], image_video_ratio=0.1)
+    assert len(only_images) == 2 and "no video sample: every image once per epoch" in caplog.text
     with pytest.raises(ValueError, match="no image sample"):
         BucketBatchSampler(np.array([1, 1]), [1, 1], image_groups=[0], image_video_ratio=0.1)

@@ -3,14 +3,11 @@ so every check of a worker count runs in the same launch; see suite_two.py / sui
 
 Each worker writes {check: max abs error}; errors are against NumPy (collectives) or against the single-process
 model computed in the same worker (layouts, training, sampling, checkpoints)."""
-import json
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from msrun_launch import launch
 
 pytestmark = [pytest.mark.msrun, pytest.mark.slow]
 
@@ -20,28 +17,8 @@ COLLECTIVES = ("SumAcross", "CopyAcross", "GatherSharded", "ScatterSum", "SplitR
 MODEL_CHECKS = ("forward", "loss", "gradients", "weights_after_adamw", "adamw_state")
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _launch(workers, suite, out_dir):
-    msrun = Path(sys.executable).parent / "msrun"
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}", GLOG_v="3")
-    cmd = [str(msrun), f"--worker_num={workers}", f"--local_worker_num={workers}", f"--master_port={_free_port()}",
-           f"--log_dir={out_dir / 'log'}", "--join=True", "msrun_worker.py", suite, str(out_dir)]
-    proc = subprocess.run(cmd, cwd=HERE, env=env, capture_output=True, text=True, timeout=900)
-    results = {}
-    for rank in range(workers):
-        path = out_dir / f"rank_{rank}.json"
-        if not path.exists():
-            logs = "\n".join(p.read_text()[-3000:] for p in sorted((out_dir / "log").glob("worker_*.log")))
-            pytest.fail(f"msrun ({suite}) rank {rank} wrote no results (exit {proc.returncode}):\n{logs}")
-        results[rank] = json.loads(path.read_text())
-        if "__error__" in results[rank]:
-            pytest.fail(f"msrun ({suite}) rank {rank} failed:\n{results[rank]['__error__']}")
-    return results
+    return launch(workers, "msrun_worker.py", [suite, out_dir], out_dir, cwd=HERE)
 
 
 @pytest.fixture(scope="module")
