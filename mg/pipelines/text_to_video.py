@@ -186,6 +186,26 @@ def _tensors(pair):
     return tuple(Tensor(e) for e in embs), tuple(Tensor(m) for m in masks)
 
 
+def load_dit_checkpoint(path: str, prefer_ema: bool = True):
+    """The transformer, ready to sample, of a DiT checkpoint file (`mg.models.dit.load_dit`) or of a sharded
+    training checkpoint directory (consolidated in memory; EMA weights preferred)."""
+    from mg.io import CheckpointError
+    from mg.models.dit import MovieGenDiT, load_dit, load_dit_weights
+    from mg.models.dit.io import config_from_dict
+    from mg.parallel import is_sharded_checkpoint
+    from mg.training.checkpoint import model_weights
+
+    if not is_sharded_checkpoint(path):
+        return load_dit(path, prefer_ema)
+    weights, metadata = model_weights(path, prefer_ema)
+    if "dit_config" not in metadata:
+        raise CheckpointError(f"sharded checkpoint {path} has no 'dit_config' in its metadata: not a transformer")
+    model = MovieGenDiT(config_from_dict(metadata["dit_config"], str(path)))
+    load_dit_weights(model, weights, str(path))
+    model.set_train(False)
+    return model
+
+
 def load_pipeline(dit_checkpoint: str, tae_checkpoint: str, text_encoder_paths: Optional[Dict[str, str]] = None,
                   text_max_lengths: Optional[Dict[str, int]] = None,
                   text_emb_folders: Optional[Dict[str, str]] = None) -> MovieGenPipeline:
@@ -193,17 +213,16 @@ def load_pipeline(dit_checkpoint: str, tae_checkpoint: str, text_encoder_paths: 
 
     Args:
         dit_checkpoint: transformer checkpoint (`<stem>.safetensors` with its `<stem>.json`, written by save_dit or
-            training; EMA weights preferred).
+            training; or a sharded training checkpoint directory `step_<step>/`; EMA weights preferred).
         tae_checkpoint: TAE weights (`<stem>.safetensors` with its `<stem>.json`, written by save_tae).
         text_encoder_paths: {kind: local Hugging Face-format folder} for encoders run on the fly.
         text_max_lengths: {kind: tokens} for those encoders (use the lengths the model was trained with).
         text_emb_folders: {kind: folder} of cached embeddings (docs/data.md), used instead of an encoder.
     """
-    from mg.models.dit import load_dit
     from mg.models.tae import load_tae
     from mg.models.text_encoders import build_text_encoder
 
-    dit = load_dit(dit_checkpoint)
+    dit = load_dit_checkpoint(dit_checkpoint)
     tae = load_tae(tae_checkpoint)
     folders = dict(text_emb_folders or {})
     encoders = {}
