@@ -24,18 +24,17 @@ from mg.backends import apply_recompute, fused_on
 from mg.data import VideoDataLoader, VideoDataset
 from mg.data.buckets import parse_buckets
 from mg.data.loader import bucket_batch_sizes
-from mg.io import load_checkpoint
-from mg.models.dit import DiTConfig, MovieGenDiT, load_dit_weights
+from mg.models.dit import DiTConfig
 from mg.models.dit.embeddings import SPATIAL_GROWTH
-from mg.models.dit.io import select_weights
 from mg.models.tae.io import load_tae, load_tae_config
 from mg.models.text_encoders import build_text_encoder
 from mg.optim import build_adamw
-from mg.parallel import ParallelAdamW, ParallelConfig, init_parallel, parallelize
+from mg.parallel import ParallelAdamW, ParallelConfig, init_parallel
 from mg.parallel.groups import launched_processes
 from mg.parallel.memory import Layout, Workload, format_bytes, plan_memory
 from mg.schedulers import FlowMatching
 from mg.training.checkpoint import find_checkpoint
+from mg.training.dit_init import build_dit
 from mg.training.inputs import ModelInputs
 from mg.training.run_dir import RunDirectory
 from mg.training.settings import EnvSettings, TrainSettings, parse_memory_size, set_up_environment
@@ -162,14 +161,12 @@ def model_config(cfg):
     return DiTConfig(**{k: v for k, v in cfg.model.as_dict().items() if k not in TRAINING_ONLY})
 
 
-def build_model(cfg):
-    model = MovieGenDiT(model_config(cfg))
+def build_model(cfg, seed, groups=None, sp=False, zero_stage=0):
+    """This rank's part of the model, never built whole (mg.training.dit_init)."""
+    pretrained = None
     if cfg.model.pretrained_model_path:
-        source = find_checkpoint(cfg.model.pretrained_model_path, "--model.pretrained_model_path")
-        tensors, _ = load_checkpoint(source)
-        load_dit_weights(model, select_weights(tensors, source=str(source)), str(source),
-                         cfg.model.spatial_table_growth)
-    return model
+        pretrained = find_checkpoint(cfg.model.pretrained_model_path, "--model.pretrained_model_path")
+    return build_dit(model_config(cfg), seed, groups, sp, zero_stage, pretrained, cfg.model.spatial_table_growth)
 
 
 def build_inputs(cfg, dataset):
@@ -221,7 +218,7 @@ def check_memory(plan, bucket, layout, limit):
     allowed = parse_memory_size(limit)
     if plan.device <= allowed:
         return
-    parts = {"activations": plan.activations + plan.weight_copies, "optimizer": plan.optimizer,
+    parts = {"activations": plan.activations + plan.weight_copies, "optimizer": plan.optimizer + plan.ema,
              "weights": plan.weights + plan.gradients + plan.accumulation}
     advice = {"activations": "set model.recompute_every 1, a larger parallel.cp or a smaller dataloader.batch_size",
               "optimizer": "raise train.settings.zero_stage (>= 1 shards it over data-parallel ranks)",
@@ -260,10 +257,9 @@ def main(argv=None):
             if groups is not None else Layout()
         if groups is None or groups.rank == 0:
             check_memory(*memory_plan(cfg, built, groups_layout, dataset), groups_layout, env.max_device_memory)
-        model = build_model(cfg)
+        model = build_model(cfg, env.seed, groups, layout.sp, settings.settings.zero_stage)
         opt, clip = settings.optimizer, settings.settings.clip_grad_norm
         if groups is not None:
-            parallelize(model, groups, sp=layout.sp, zero_stage=settings.settings.zero_stage)
             # ParallelAdamW reduces gradients over the layout and clips by the global norm itself.
             optimizer = ParallelAdamW(model, lr=opt.lr, weight_decay=opt.weight_decay, betas=tuple(opt.betas),
                                       eps=opt.eps, clip_grad_norm=clip)

@@ -14,9 +14,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from mindspore import Parameter, Tensor, nn
+from mindspore import nn
 
 from mg.backends import FROM_FEATURE_MAJOR, ROWS, TO_FEATURE_MAJOR, linear, token_axis
+from mg.parallel.deferred import piece_parameter
 from mg.parallel.collectives import (CopyAcross, GatherReplicated, GatherSharded, ScatterSum, SplitReplicated,
                                      SumAcross)
 
@@ -41,6 +42,15 @@ def unshard_tp(pieces, mode, parts):
         return np.concatenate(pieces, axis=1) if pieces[0].ndim == 2 else pieces[0]
     split = [np.split(piece, parts, axis=0) for piece in pieces]
     return np.concatenate([np.concatenate([s[p] for s in split], axis=0) for p in range(parts)], axis=0)
+
+
+def shard_shape(full_shape, mode, size):
+    """The shape of a TP rank's piece (`shard_tp`) of an array of `full_shape`."""
+    if mode == "column":
+        return (full_shape[0] // size, *full_shape[1:])
+    if mode == "row" and len(full_shape) == 2:
+        return (full_shape[0], full_shape[1] // size)
+    return tuple(full_shape)
 
 
 def flat_shard_length(numel, size):
@@ -94,17 +104,24 @@ class ParallelLinear(nn.Cell):
         self.mode, self.parts = (mode if tp > 1 else None), parts
         self.full_shape = (out_features, in_features)
         index = 0 if tp_comm is None else tp_comm.index
-        weight = shard_tp(linear.weight.asnumpy(), self.mode, parts, index, tp)
-        self.local_shape = weight.shape
+        self.local_shape = shard_shape(self.full_shape, self.mode, tp)
         self.zero = zero_comm is not None and zero_comm.size > 1
+        zero_index, zero_size = (zero_comm.index, zero_comm.size) if self.zero else (0, 1)
         if self.zero:
-            weight = shard_flat(weight, zero_comm.index, zero_comm.size)
             self.zero_gather = ZeroGather(zero_comm, self.local_shape)
-        self.weight = Parameter(Tensor(weight), name="weight")
+        weight_shape = (flat_shard_length(int(np.prod(self.local_shape)), zero_size),) if self.zero else \
+            self.local_shape
+
+        def cut_weight(full):
+            piece = shard_tp(full, self.mode, parts, index, tp)
+            return shard_flat(piece, zero_index, zero_size) if self.zero else piece
+
+        self.weight = piece_parameter(linear.weight, cut_weight, weight_shape, "weight")
         self.bias = None
         if linear.bias is not None:
-            bias = shard_tp(linear.bias.asnumpy(), self.mode if self.mode == "column" else None, parts, index, tp)
-            self.bias = Parameter(Tensor(bias), name="bias")
+            bias_mode = self.mode if self.mode == "column" else None
+            self.bias = piece_parameter(linear.bias, lambda full: shard_tp(full, bias_mode, parts, index, tp),
+                                        shard_shape((out_features,), bias_mode, tp), "bias")
         self.enter, self.leave = None, None
         if self.mode == "column":
             self.enter = GatherSharded(tp_comm, 1) if sp else CopyAcross(tp_comm)

@@ -2,18 +2,21 @@
 parallel layout alone, before anything is built or launched.
 
     weights        this rank's parameters: fp32 master weights, TP pieces, ZeRO-3 slices (from `shard_plan`)
-    gradients      one fp32 gradient per local parameter
+    gradients      one fp32 gradient per local parameter (MindSpore's backward returns them whole, whatever the stage)
     optimizer      AdamW's two moments of what this rank updates (ZeRO >= 1: its 1/dp flat slices, plus the fp32
                    copy of those slices that stages 1 and 2 update before gathering them back)
-    accumulation   fp32 gradient sums, when gradient_accumulation_steps > 1
+    accumulation   fp32 gradient sums, when gradient_accumulation_steps > 1: whole local gradients, or with ZeRO-2
+                   this rank's 1/dp slices
+    ema            the EMA's fp32 shadows of what this rank updates (sharded like the optimizer state)
     weight copies  weights the backward keeps in another form: ZeRO-3's gathered weights, and with bf16 compute
                    every weight's bf16 copy (fewer with recompute, which makes them again in the backward)
     activations    what the forward keeps for the backward (every block's, or only its inputs with recompute),
                    the stem and head, and the working set of the backward of one block
-    host           the EMA: a NumPy copy of the weights in host memory, not on the device
+    construction   host memory while the model is built: this rank's pieces and one whole parameter at a time
+    checkpoint     what this rank writes per checkpoint: the 1/dp slices of its weights, AdamW moments and EMA
 
-The first four and the host EMA are the tensors the code allocates, counted exactly (tests compare them with a
-built model, optimizer and train step). Activations are counted from the tensors each operation of a block keeps
+The first four and the EMA are the tensors the code allocates, counted exactly (tests compare them with a built
+model, optimizer and train step). Activations are counted from the tensors each operation of a block keeps
 for its backward, on the path the device runs (`kernels`: "plain" on CPU, "fused" on Ascend); on CPU they are
 compared with the measured growth of a step (docs/training.md, "Planning memory").
 """
@@ -77,20 +80,23 @@ class MemoryPlan:
     gradients: int
     optimizer: int
     accumulation: int
+    ema: int
     weight_copies: int
     activations: int
-    host: int
+    construction: int
+    checkpoint: int
     parts: dict = field(default_factory=dict)
 
     @property
     def device(self) -> int:
-        return (self.weights + self.gradients + self.optimizer + self.accumulation + self.weight_copies
+        return (self.weights + self.gradients + self.optimizer + self.accumulation + self.ema + self.weight_copies
                 + self.activations)
 
     def lines(self) -> list[str]:
         rows = [("weights", self.weights), ("gradients", self.gradients), ("optimizer state", self.optimizer),
-                ("accumulation buffers", self.accumulation), ("weight copies", self.weight_copies),
-                ("activations", self.activations), ("device total", self.device), ("host (EMA)", self.host)]
+                ("accumulation buffers", self.accumulation), ("EMA", self.ema), ("weight copies", self.weight_copies),
+                ("activations", self.activations), ("device total", self.device),
+                ("host, building", self.construction), ("checkpoint, written", self.checkpoint)]
         return [f"{name:<22}{format_bytes(value):>12}" for name, value in rows]
 
 
@@ -146,13 +152,16 @@ def plan_memory(config, layout: Layout, workload: Workload) -> MemoryPlan:
     params = sum(local.values())
     weights = 4 * params
     sliced_state = layout.zero_stage >= 1 and layout.dp > 1
+    slices = {name: n if infos[name].zero3 else flat_shard_length(n, layout.dp) for name, n in local.items()}
+    updated = sum(slices.values()) if sliced_state else params  # what this rank's AdamW updates
     if sliced_state:  # moments of this rank's slices; stages 1-2 also keep the slice of the weights they update
-        slices = {name: n if infos[name].zero3 else flat_shard_length(n, layout.dp) for name, n in local.items()}
         optimizer = 4 * sum(2 * n if infos[name].zero3 else 3 * n for name, n in slices.items())
     else:
         optimizer = 4 * 2 * params
     optimizer += 4 + 4  # the step counter and the learning rate
-    accumulation = 4 * params if workload.accumulation > 1 else 0
+    summed = sum(slices.values()) if layout.zero_stage == 2 and layout.dp > 1 else params
+    accumulation = 4 * summed if workload.accumulation > 1 else 0
+    largest = max(int(np.prod(info.full_shape)) for info in infos.values())
 
     compute_bytes = COMPUTE_BYTES[config.dtype]
     every = workload.recompute_every
@@ -177,7 +186,8 @@ def plan_memory(config, layout: Layout, workload: Workload) -> MemoryPlan:
     stem_head = workload.batch * tokens * (5 * config.dim * compute_bytes + 6 * patch_values * 4)
     blocks = kept_blocks * block_kept + recomputed * recompute_kept + (block_kept if recomputed else 0)
     activations = blocks + stem_head + working
-    return MemoryPlan(weights, 4 * params, optimizer, accumulation, weight_copies, activations,
-                      4 * params if workload.ema else 0,
+    return MemoryPlan(weights, 4 * params, optimizer, accumulation, 4 * updated if workload.ema else 0,
+                      weight_copies, activations, weights + 4 * largest,
+                      4 * sum(slices.values()) * (3 + workload.ema),
                       {"per block kept": block_kept, "per recomputed block": recompute_kept, "stem and head": stem_head,
                        "backward working set": working, "tokens per sample": tokens})

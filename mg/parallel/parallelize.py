@@ -14,15 +14,19 @@ blocks see only their rank's tokens under CP (and under SP, unless TP-sharded), 
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
 from mindspore import nn
+from mindspore.nn.utils import no_init_parameters
 
 from mg.models.dit.layers import Linear
 from mg.parallel.groups import ParallelGroups, get_parallel_groups
-from mg.parallel.layers import ContextParallelSelfAttention, ParallelLinear, SequenceShardedBlock, flat_shard_length
+from mg.parallel.deferred import is_deferred, materialize
+from mg.parallel.layers import (ContextParallelSelfAttention, ParallelLinear, SequenceShardedBlock, flat_shard_length,
+                                shard_shape)
 
 ZERO_STAGES = (0, 1, 2, 3)
 
@@ -68,10 +72,19 @@ def _get_child(root, path):
     return cell
 
 
-def _block_linear_modes(model):
-    """{parameter-name prefix of a block projection: (TP mode, fused parts)}."""
-    return {f"blocks.{i}.{path}.": (mode, parts)
-            for i in range(len(model.blocks)) for path, mode, parts, _ in _BLOCK_LINEARS}
+_BLOCK_LINEAR = re.compile(r"blocks\.\d+\.(?P<path>.+)\.(?P<kind>weight|bias)")
+_MODES = {path: (mode, parts) for path, mode, parts, _ in _BLOCK_LINEARS}
+
+
+def tensor_parallel_mode(name):
+    """(TP mode, fused parts) of a parameter under tensor parallelism, from its single-process name: the block
+    projections' weights are column- or row-parallel, a column-parallel projection's bias follows its output
+    features; everything else is replicated (None, 1)."""
+    match = _BLOCK_LINEAR.fullmatch(name)
+    if match is None or match["path"] not in _MODES:
+        return None, 1
+    mode, parts = _MODES[match["path"]]
+    return (mode if match["kind"] == "weight" or mode == "column" else None), parts
 
 
 def shard_plan(model, dp=1, tp=1, sp=False, zero_stage=0):
@@ -79,21 +92,14 @@ def shard_plan(model, dp=1, tp=1, sp=False, zero_stage=0):
     `dp` data-parallel and `tp` tensor-parallel ranks: the one statement of how parallelize slices every parameter
     (CP and SP slice none; they decide which gradients are partial sums). Pure arithmetic on names and shapes, so it
     also works on a model built without its weights (mindspore.nn.utils.no_init_parameters)."""
-    block_linears = _block_linear_modes(model)
     linear_weights = {f"{path}.weight" for path, cell in model.cells_and_names() if type(cell) is Linear}
     seq_kind = "seq" if sp else "cp"
     plan = {}
     for param in model.trainable_params():
         name, full = param.name, tuple(param.shape)
-        prefix = next((p for p in block_linears if name.startswith(p)), None)
-        tp_mode, parts, local = None, 1, full
-        if prefix is not None and tp > 1:
-            mode, parts = block_linears[prefix]
-            if name.endswith(".weight"):
-                tp_mode = mode
-                local = (full[0] // tp, full[1]) if mode == "column" else (full[0], full[1] // tp)
-            elif mode == "column":  # a bias follows its output features
-                tp_mode, local = mode, (full[0] // tp,)
+        mode, parts = tensor_parallel_mode(name)
+        tp_mode = mode if tp > 1 else None
+        local = shard_shape(full, tp_mode, tp)
         reduce_group = None
         if name.startswith("blocks."):
             # TP-sharded weights see every token of their CP shard (SP gathers first); the rest only their shard
@@ -107,6 +113,8 @@ def parallelize(model, groups: Optional[ParallelGroups] = None, sp: bool = False
     """Swap the layers of `model` (a MovieGenDiT, in place) for this rank's parallel ones; returns the plan.
 
     sp: sequence parallelism on the TP group. zero_stage: 0-3 (only 3 changes the model: sliced projections).
+    A model built without its weights (mg.parallel.deferred) stays so: its sliced parameters draw only their piece
+    when materialised. A built model's pieces are cut from its weights now.
     """
     groups = groups or get_parallel_groups()
     if zero_stage not in ZERO_STAGES:
@@ -121,16 +129,20 @@ def parallelize(model, groups: Optional[ParallelGroups] = None, sp: bool = False
     zero_comm = groups.comm("dp") if zero_stage == 3 else None
     infos = shard_plan(model, groups.dp, groups.tp, sp, zero_stage)
 
-    for i, block in enumerate(model.blocks):
-        for path, mode, parts, seq in _BLOCK_LINEARS:
-            linear = _get_child(block, path)
-            _set_child(block, path, ParallelLinear(linear, mode, parts, tp_comm, sp and seq, zero_comm))
-        if groups.cp > 1:
-            block.attn = ContextParallelSelfAttention(block.attn, cp_comm)
-    if zero_comm is not None:  # the projections outside the blocks
-        for path, cell in list(model.cells_and_names()):
-            if type(cell) is Linear:
-                _set_child(model, path, ParallelLinear(cell, zero_comm=zero_comm))
+    deferred = is_deferred(model)
+    with no_init_parameters():
+        for i, block in enumerate(model.blocks):
+            for path, mode, parts, seq in _BLOCK_LINEARS:
+                linear = _get_child(block, path)
+                _set_child(block, path, ParallelLinear(linear, mode, parts, tp_comm, sp and seq, zero_comm))
+            if groups.cp > 1:
+                block.attn = ContextParallelSelfAttention(block.attn, cp_comm)
+        if zero_comm is not None:  # the projections outside the blocks
+            for path, cell in list(model.cells_and_names()):
+                if type(cell) is Linear:
+                    _set_child(model, path, ParallelLinear(cell, zero_comm=zero_comm))
+    if not deferred:
+        materialize(model)
 
     seq_kind = "seq" if sp else "cp"
     if groups.cp > 1 or (sp and groups.tp > 1):

@@ -9,8 +9,11 @@ It takes the raw gradients of this rank and does all the reduction itself:
   3. optional clipping by the global norm (counted once across shards and replicas);
   4. AdamW on the slices (moments exist only for this rank's slice when stage >= 1);
   5. stages 1-2: all-gather the updated slices back into the full parameters (ZeRO-3 weights stay sliced).
-Stages 1 and 2 run the same code: MindSpore's value_and_grad returns every gradient whole at the end of the
-backward, so gradients cannot be reduced and freed bucket by bucket during it (what makes stage 2 save memory).
+Stage 2 differs from stage 1 in what a training step accumulates (`shards_gradients`): with gradient accumulation
+every micro-batch's gradients are reduce-scattered into this rank's slices as soon as the backward returns them and
+the slices are accumulated, so the accumulation buffers are 1/dp of the model; stage 1 accumulates whole gradients
+and reduces once per update. MindSpore's value_and_grad returns every gradient whole at the end of the backward, so
+whole gradients still exist from the end of each backward until the reduce-scatter (docs/parallel.md).
 
 Use it as `FlowMatchingTrainStep(model, ParallelAdamW(...), flow, clip_grad_norm=0)`: clipping belongs here,
 because only here the gradient is the global one.
@@ -47,6 +50,7 @@ class ParallelAdamW(nn.Cell):
         dp = self.groups.comm("dp")
         self.dp_size, self.dp_index = dp.size, dp.index
         self.slice_state = self.stage >= 1 and dp.size > 1
+        self.shards_gradients = self.stage == 2 and dp.size > 1
         slices = []
         for p, info in zip(params, self.infos):
             if self.slice_state and not info.zero3:
@@ -132,16 +136,24 @@ class ParallelAdamW(nn.Cell):
         return [g * scale.astype(g.dtype) for g in grads]
 
     # ---- the update ---------------------------------------------------------------------------------------------
+    def gradient_shapes(self):
+        """Shapes of what `reduce_gradients` returns, in parameter order."""
+        return [(flat_shard_length(p.size, self.dp_size),) if self.slice_state and not info.zero3 else tuple(p.shape)
+                for p, info in zip(self.parameters, self.infos)]
+
     def construct(self, grads):
-        grads = self.reduce_gradients(grads)
+        return self.apply_reduced(self.reduce_gradients(grads))
+
+    def apply_reduced(self, grads):
+        """The update from gradients `reduce_gradients` already reduced."""
         if self.clip > 0:
             grads = self._clip(grads)
         done = self.inner(tuple(grads[i] for i in self.inner_order))
         if self.slice_state:
-            return ops.depend(self._gather_updated(), done)
+            return ops.depend(self.gather_slices(), done)
         return done
 
-    def _gather_updated(self):
+    def gather_slices(self):
         """All-gather the updated slices into the full parameters (one bucket)."""
         dense = [i for i, info in enumerate(self.infos) if not info.zero3]
         comm = self.comms["dp"]

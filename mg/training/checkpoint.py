@@ -136,7 +136,8 @@ class CheckpointManager:
     for a sharded checkpoint, every rank writes into `partial_dir_for` and one process calls `commit_sharded`.
     """
 
-    def __init__(self, directory: str | os.PathLike, keep_last: int | None = 3, prefix: str = "step"):
+    def __init__(self, directory: str | os.PathLike, keep_last: int | None = 3, prefix: str = "step",
+                 cleanup: bool = True):
         if keep_last is not None and keep_last < 1:
             raise ValueError(f"keep_last must be >= 1 or None (keep all), got {keep_last}")
         if not re.fullmatch(r"[A-Za-z0-9_\-]+", prefix):
@@ -145,7 +146,8 @@ class CheckpointManager:
         self.keep_last = keep_last
         self.prefix = prefix
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.cleanup()
+        if cleanup:  # off on the ranks of a parallel run that do not own the run directory
+            self.cleanup()
 
     def path_for(self, step: int) -> Path:
         """The ``.safetensors`` path of the checkpoint of ``step``."""

@@ -3,7 +3,7 @@
 `check_plan` builds the model, optimizer and train step of a configuration for this process's layout (under msrun:
 the current groups), counts the bytes of the tensors they hold, runs one step and measures how far this process's
 resident memory rises during it. Weights, gradients, optimizer state and accumulation buffers must equal the plan
-exactly; the step's rise minus its gradients is the measured activation memory. Run it in a fresh process (or first
+exactly, and so must the EMA's shadows; the step's rise minus its gradients is the measured activation memory. Run it in a fresh process (or first
 in one): MindSpore keeps the memory a step used in its pool, so a second step in the same process rises by nothing.
 """
 import mindspore as ms
@@ -16,6 +16,8 @@ from mg.parallel import ParallelAdamW, parallelize
 from mg.parallel.memory import Layout, plan_memory
 from mg.profiling import peak_memory_growth
 from mg.schedulers import FlowMatching
+from mg.training.ema import EMA
+from mg.training.state_io import LocalState, ParallelState
 from mg.training.train_step import FlowMatchingTrainStep
 
 
@@ -36,10 +38,14 @@ def check_plan(config, layout: Layout, workload, groups=None, seed=0):
         optimizer = build_adamw(model.trainable_params(), lr=1e-4, weight_decay=0.0)
     apply_recompute(model, workload.recompute_every, compiled=False)
     step = FlowMatchingTrainStep(model, optimizer, FlowMatching(), jit=False, accumulation_steps=workload.accumulation)
+    state = LocalState(model, optimizer) if groups is None else ParallelState(model, optimizer, groups)
+    targets, names, _ = state.ema_targets()
+    ema = EMA(targets, names=names) if workload.ema else None
     own = {id(p) for p in model.trainable_params()}
     allocated = {"weights": _bytes(model.trainable_params()),
                  "optimizer": _bytes(p for p in optimizer.get_parameters() if id(p) not in own),
-                 "accumulation": _bytes(step.accumulated) if workload.accumulation > 1 else 0}
+                 "accumulation": _bytes(step.accumulated) if workload.accumulation > 1 else 0,
+                 "ema": _bytes(ema.shadows) if ema is not None else 0}
 
     rng = np.random.default_rng(seed)
     tokens_shape = (workload.batch, config.in_channels, -(-workload.frames // 8), workload.height // 8,

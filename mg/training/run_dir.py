@@ -48,7 +48,7 @@ class RunDirectory:
                 self._lock()
                 remove_stale_temporaries(self.path)
                 self._log_to_files()
-            self.checkpoints = CheckpointManager(self.path / "ckpt", keep_last=self.keep_last)
+            self.checkpoints = CheckpointManager(self.path / "ckpt", keep_last=self.keep_last, cleanup=self.writes)
             self.resume_from = self._starting_checkpoint()
         except BaseException:
             self.close()

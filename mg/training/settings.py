@@ -91,10 +91,15 @@ class StepSettings:
 
 @dataclass
 class EMASettings:
-    """decay: shadow = decay * shadow + (1 - decay) * weights after every update. warmup: a smaller decay for the
-    first updates (mg.training.ema)."""
+    """decay: shadow = decay * shadow + (1 - decay) * weights, per step. warmup: a smaller decay for the first
+    updates. every: update the EMA every this many steps (with decay ** every: the same horizon), which divides its
+    cost (mg.training.ema, docs/training.md)."""
     decay: float = 0.9999
     warmup: bool = False
+    every: int = 1
+
+    def __post_init__(self):
+        _at_least("train.ema.every", self.every, 1)
 
 
 @dataclass

@@ -7,7 +7,9 @@ reproducible and resumable; `train_batch` draws them for a loader batch. Gradien
 parallel layout `ParallelAdamW` reduces (and clips) them.
 
 With gradient accumulation over k micro-batches, the first k-1 calls only add their gradients to fp32 buffers and
-the k-th applies their mean, so k micro-batches of size b update the weights like one batch of size k*b.
+the k-th applies their mean, so k micro-batches of size b update the weights like one batch of size k*b. An
+optimizer that `shards_gradients` (ZeRO-2) reduces each micro-batch's gradients to this rank's slices first, so the
+buffers hold slices.
 """
 import mindspore as ms
 import numpy as np
@@ -70,10 +72,12 @@ class FlowMatchingTrainStep(TrainStep):
         self.micro_step = 0
         self.grad_fn = ms.value_and_grad(self.loss, None, optimizer.parameters)
         self.jit = jit
+        self.shards_gradients = getattr(optimizer, "shards_gradients", False)
         if accumulation_steps > 1:
+            shapes = optimizer.gradient_shapes() if self.shards_gradients else [p.shape for p in optimizer.parameters]
             self.accumulated = ParameterTuple(
-                [ms.Parameter(initializer(Zero(), p.shape, ms.float32), name=f"accumulated.{p.name}",
-                              requires_grad=False) for p in optimizer.parameters])
+                [ms.Parameter(initializer(Zero(), shape, ms.float32), name=f"accumulated.{p.name}",
+                              requires_grad=False) for p, shape in zip(optimizer.parameters, shapes)])
         compile_ = ms.jit if jit else (lambda fn: fn)
         self._update = compile_(self.update)
         self._accumulate = compile_(self.accumulate)
@@ -81,14 +85,19 @@ class FlowMatchingTrainStep(TrainStep):
     def loss(self, x1, x0, t, text_embs, text_masks):
         return self.flow.loss(self.model, x1, x0, t, text_embs, text_masks)
 
-    def accumulate(self, x1, x0, t, text_embs, text_masks):
+    def gradients(self, x1, x0, t, text_embs, text_masks):
+        """The loss and this micro-batch's gradients (this rank's reduced slices when the optimizer shards them)."""
         loss, grads = self.grad_fn(x1, x0, t, text_embs, text_masks)
+        return loss, (self.optimizer.reduce_gradients(grads) if self.shards_gradients else grads)
+
+    def accumulate(self, x1, x0, t, text_embs, text_masks):
+        loss, grads = self.gradients(x1, x0, t, text_embs, text_masks)
         for buffer, grad in zip(self.accumulated, grads):
             ops.assign_add(buffer, grad.astype(ms.float32))
         return loss
 
     def update(self, x1, x0, t, text_embs, text_masks):
-        loss, grads = self.grad_fn(x1, x0, t, text_embs, text_masks)
+        loss, grads = self.gradients(x1, x0, t, text_embs, text_masks)
         if self.accumulation_steps > 1:
             summed = []
             for buffer, grad in zip(self.accumulated, grads):
@@ -97,7 +106,10 @@ class FlowMatchingTrainStep(TrainStep):
             grads = tuple(summed)
         if self.clip_grad_norm > 0:
             grads = ops.clip_by_global_norm(grads, self.clip_grad_norm)
-        self.optimizer(grads)
+        if self.shards_gradients:
+            self.optimizer.apply_reduced(grads)
+        else:
+            self.optimizer(grads)
         return loss
 
     @property

@@ -19,9 +19,8 @@ import time
 import numpy as np
 from tqdm.auto import tqdm
 
-from mg.io import load_checkpoint
 from mg.optim import set_lr
-from mg.training.checkpoint import merge_namespaces, rng_state, set_rng_state, split_namespaces
+from mg.training.checkpoint import rng_state, set_rng_state
 from mg.training.ema import EMA
 from mg.training.state_io import LocalState, ParallelState
 from mg.training.train_log import TrainingLog
@@ -45,10 +44,12 @@ class Trainer:
         self.train_step, self.loader, self.run_dir, self.settings, self.seed = step, loader, run, settings, seed
         self.dp_rank = groups.dp_rank if groups is not None else 0
         model, optimizer = step.model, step.optimizer
+        self.state = LocalState(model, optimizer) if groups is None else ParallelState(model, optimizer, groups)
         ema = settings.ema
-        self.ema = EMA(model.trainable_params(), ema.decay, ema.warmup) if ema else None
-        self.state = (LocalState(model, optimizer, self.ema) if groups is None
-                      else ParallelState(model, optimizer, self.ema, groups))
+        self.ema = None
+        if ema:
+            targets, names, publish = self.state.ema_targets()
+            self.ema = EMA(targets, ema.decay, ema.warmup, ema.every, names, publish)
         self.lr_policy = settings.lr_policy()
         self.validate_every = validate_every
         self.run_config = run_config or {}
@@ -56,34 +57,22 @@ class Trainer:
         self.stop_requested = False
 
     # ---- checkpoints ---------------------------------------------------------------------------------------------
-    def checkpoint_contents(self):
-        spaces = {"model": self.state.model_state(), "optimizer": self.state.optimizer_state(),
-                  **self.train_step.extra_state()}
-        if self.ema is not None:
-            spaces["ema"] = self.state.ema_state()
-        metadata = {**self.train_step.metadata(), "loader": self.loader.state_dict(),
-                    "lr_policy": self.lr_policy.state_dict(), "rng": rng_state(),
-                    "ema_updates": self.ema.num_updates if self.ema is not None else 0, "config": self.run_config}
-        return merge_namespaces(spaces), metadata
+    def checkpoint_metadata(self):
+        return {**self.train_step.metadata(), "loader": self.loader.state_dict(),
+                "lr_policy": self.lr_policy.state_dict(), "rng": rng_state(),
+                "ema_updates": self.ema.num_updates if self.ema is not None else 0, "config": self.run_config}
 
     def save(self):
-        tensors, metadata = self.checkpoint_contents()  # collective under a parallel layout
-        if not self.state.writes:
-            return None
-        path = self.run_dir.checkpoints.save(self.step, tensors, metadata)
-        _logger.info("saved checkpoint %s", path)
+        """Save a checkpoint of this step (collective under a parallel layout); the path on the rank that wrote it."""
+        path = self.state.save(self.run_dir.checkpoints, self.step, self.train_step.extra_state(), self.ema,
+                               self.checkpoint_metadata())
+        if path is not None:
+            _logger.info("saved checkpoint %s", path)
         return path
 
     def resume(self, path):
-        tensors, metadata = load_checkpoint(path)
-        spaces = split_namespaces(tensors)
-        self.state.load_model(spaces["model"])
-        self.state.load_optimizer(spaces["optimizer"])
+        spaces, metadata = self.state.load(path, self.ema)
         self.train_step.load_extra_state(spaces)
-        if self.ema is not None:
-            if "ema" not in spaces:
-                raise ValueError(f"{path} has no EMA weights but this run keeps an EMA (set train.ema null)")
-            self.state.load_ema(spaces["ema"], metadata["ema_updates"])
         self.loader.load_state_dict(metadata["loader"])
         self.lr_policy.load_state_dict(metadata["lr_policy"])
         set_rng_state(metadata["rng"])
@@ -134,9 +123,9 @@ class Trainer:
                 if not math.isfinite(scalars["loss"]):
                     raise FloatingPointError(f"loss is {scalars['loss']} at step {self.step + 1}: stopping (last "
                                              "checkpoint kept)")
-                if self.ema is not None:
-                    self.ema.update()
                 self.step += 1
+                if self.ema is not None:
+                    self.ema.update(self.step)
                 seconds = time.perf_counter() - start
                 progress.update(1)
                 progress.set_postfix(loss=f"{scalars['loss']:.4f}", lr=f"{lr:.2e}", s_per_step=f"{seconds:.2f}")

@@ -258,6 +258,9 @@ PLAN_MODEL = dict(depth=2, dim=512, ffn_dim=1408, num_heads=8, text_encoders={"u
 ACTIVATION_TOLERANCE = 0.25  # the plan's activations against a step's measured memory rise (relative)
 
 
+PLAN_PARTS = ("weights", "gradients", "optimizer", "accumulation", "ema")
+
+
 def check_memory_plan(name, dp, tp, cp, sp=False, zero_stage=0, measure=False):
     """The memory plan of a d=512 model with gradient accumulation: its weights, gradients, optimizer state and
     accumulation buffers equal the bytes this rank holds (error in bytes); with `measure` (the first step of the
@@ -269,9 +272,8 @@ def check_memory_plan(name, dp, tp, cp, sp=False, zero_stage=0, measure=False):
     workload = Workload(*size, 64, accumulation=2, recompute_every=0, compiled=False)
     result = check_plan(dit_config("tiny", **PLAN_MODEL), layout, workload, groups)
     plan, got = result["planned"], result["allocated"]
-    errors = {f"plan/{name}/{part}": float(abs(getattr(plan, part) - got[part]))
-              for part in ("weights", "gradients", "optimizer", "accumulation")}
-    for part in ("weights", "gradients", "optimizer", "accumulation"):
+    errors = {f"plan/{name}/{part}": float(abs(getattr(plan, part) - got[part])) for part in PLAN_PARTS}
+    for part in PLAN_PARTS:
         WORST[f"plan/{name}/{part}"] = f"planned {getattr(plan, part)}, allocated {got[part]}"
     if measure:
         relative = abs(plan.activations / result["measured_activations"] - 1)

@@ -91,6 +91,39 @@ def test_checkpoint_moves_between_layouts(two_workers, four_workers, suite, layo
 
 
 def test_the_memory_plan_equals_what_each_layout_allocates(two_workers):
-    parts = ("weights", "gradients", "optimizer", "accumulation")
-    _assert_checks(two_workers, [f"plan/{layout}/{part}" for layout in ("cp2", "tp2_sp", "dp2_zero3", "dp2_zero1")
+    parts = ("weights", "gradients", "optimizer", "accumulation", "ema")
+    _assert_checks(two_workers, [f"plan/{layout}/{part}" for layout in ("cp2", "tp2_sp", "dp2_zero3", "dp2_zero1",
+                                                                        "dp2_zero2")
                                  for part in parts] + ["plan/cp2/activations"])
+
+
+@pytest.mark.parametrize("suite,layout", [("two", "tp2"), ("two", "dp2_zero3"), ("four", "tp4"), ("four", "dp4_zero3")])
+def test_building_a_model_holds_only_this_ranks_share(two_workers, four_workers, suite, layout):
+    """Peak memory while building at most 1.5x the rank's own parameters; the pieces are the one-process model's."""
+    results = two_workers if suite == "two" else four_workers
+    for rank, checks in results.items():
+        ratio = checks[f"build/{layout}/memory_ratio"]
+        assert checks[f"build/{layout}/memory"] == 0, f"rank {rank}: {checks['__worst__'][f'build/{layout}/memory']}"
+        assert ratio > 0.5, f"rank {rank}: building rose only {ratio:.2f}x the shard: not measured"
+        assert checks[f"build/{layout}/equals_one_process"] == 0, f"rank {rank}"
+
+
+@pytest.mark.parametrize("suite,dp", [("two", 2), ("four", 4)])
+def test_zero2_accumulates_this_ranks_slices_only(two_workers, four_workers, suite, dp):
+    results = two_workers if suite == "two" else four_workers
+    _assert_checks(results, [f"zero2/dp{dp}/{c}" for c in ("losses", "weights", "accumulation_bytes")])
+    for checks in results.values():
+        assert 0.99 * dp < checks[f"zero2/dp{dp}/whole_buffers_ratio"] <= dp
+
+
+@pytest.mark.parametrize("suite,layout", [("two", "dp2_zero3"), ("four", "d2t2_zero1")])
+def test_per_rank_checkpoints_resume_exactly_and_move_between_layouts(two_workers, four_workers, suite, layout):
+    results = two_workers if suite == "two" else four_workers
+    parts = ("weights", "adamw_state", "ema")
+    names = [f"sharded/{layout}/resume_losses", f"sharded/{layout}/consolidated_ema"] + [
+        f"sharded/{layout}/{where}/{part}" for where in ("resume", "other_layout", "one_process") for part in parts]
+    for rank, checks in results.items():
+        missing = [n for n in names if n not in checks]
+        assert not missing, f"rank {rank}: {missing} ({checks.get('__error__', '')[-2000:]})"
+        wrong = {n: (checks[n], checks["__worst__"].get(n)) for n in names if checks[n] != 0}
+        assert not wrong, f"rank {rank}: not bit-exact: {wrong}"

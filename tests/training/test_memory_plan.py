@@ -20,7 +20,8 @@ def test_the_planned_tensors_are_the_allocated_ones():
     result = check_plan(config, Layout(), Workload(2, 1, 64, 64, 16, accumulation=2, compiled=False))
     plan = result["planned"]
     assert {part: getattr(plan, part) for part in result["allocated"]} == result["allocated"]
-    assert plan.host == plan.weights  # the EMA: one fp32 copy of the weights on the host
+    assert plan.ema == plan.weights  # one process: the EMA is one fp32 copy of the weights
+    assert plan.construction > plan.weights  # building holds the weights and one whole parameter
 
 
 def _measured(flavor, overrides, grid, recompute, queue):
@@ -58,6 +59,11 @@ def test_the_plan_at_scale_divides_as_the_layout_says():
     assert 0.125 / 16 < zero3.weights / full.weights < 0.14 / 16
     zero1 = plan_memory(config, Layout(dp=16, tp=8, zero_stage=1), work)
     assert zero1.weights == tp8.weights and zero1.optimizer < tp8.optimizer / 5
+    assert zero1.ema < tp8.ema / 15  # the EMA is sharded like the optimizer state
+    accumulate = Workload(1, 64, 256, 448, 400, accumulation=2, kernels="fused")
+    zero2 = plan_memory(config, Layout(dp=16, tp=8, zero_stage=2), accumulate)
+    assert plan_memory(config, Layout(dp=16, tp=8, zero_stage=1), accumulate).accumulation == tp8.weights
+    assert tp8.weights / 16 <= zero2.accumulation < tp8.weights / 16 * 1.01  # ZeRO-2 sums slices
     recomputed = plan_memory(config, Layout(dp=1, tp=8, sp=True), Workload(1, 64, 256, 448, 400, kernels="fused",
                                                                             recompute_every=1))
     kept = plan_memory(config, Layout(dp=1, tp=8, sp=True), work)

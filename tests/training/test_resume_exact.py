@@ -43,7 +43,7 @@ class Run:
         set_lr(self.opt, self.policy.lr_at(step))
         loss, grads = self.grad_fn(x, y)
         self.opt(grads)
-        self.ema.update()
+        self.ema.update(step + 1)
         if (step + 1) % VALIDATE_EVERY == 0:
             with self.ema.swapped_in():
                 self.policy.report_validation(float(loss.asnumpy()) + step)  # a rising "validation" loss halves lr

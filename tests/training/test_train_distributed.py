@@ -1,5 +1,6 @@
 """train.py under msrun: a tensor-parallel run (TP=2 with SP, 2 processes) ends with the same weights as the
-single-process run, and its checkpoint is an ordinary single-process checkpoint."""
+single-process run; its checkpoint is a per-rank directory that one process resumes and the consolidation tool
+turns into a model file."""
 import os
 import socket
 import subprocess
@@ -10,9 +11,10 @@ import numpy as np
 import pytest
 
 import train
-from mg.io import load_checkpoint
 from mg.models.dit import load_dit
-from mg.training.checkpoint import CheckpointManager, split_namespaces
+from mg.parallel import is_sharded_checkpoint
+from mg.training.checkpoint import CheckpointManager
+from mg.training.state_io import read_spaces
 
 from training.cached_dataset import train_args, write_cached_dataset
 
@@ -27,8 +29,7 @@ def free_port():
 
 
 def final(output):
-    tensors, _ = load_checkpoint(CheckpointManager(Path(output) / "ckpt").latest())
-    return split_namespaces(tensors)
+    return read_spaces(CheckpointManager(Path(output) / "ckpt").latest())[0]
 
 
 def test_tensor_parallel_training_matches_one_process(tmp_path):
@@ -52,4 +53,17 @@ def test_tensor_parallel_training_matches_one_process(tmp_path):
         assert sorted(parallel[space]) == sorted(single[space]), space
         for name, value in single[space].items():
             np.testing.assert_allclose(parallel[space][name], value, rtol=1e-5, atol=1e-6, err_msg=f"{space}/{name}")
-    assert load_dit(CheckpointManager(tmp_path / "tp2" / "ckpt").latest()).config.dim == 32
+    sharded = CheckpointManager(tmp_path / "tp2" / "ckpt").latest()
+    assert is_sharded_checkpoint(sharded) and len(list(sharded.glob("shard-*.safetensors"))) == 2  # tp2 x dp1
+    subprocess.run([sys.executable, str(REPO / "tools" / "consolidate_checkpoint.py"), "--checkpoint", str(sharded),
+                    "--output", str(tmp_path / "exported")], check=True, cwd=REPO)
+    model = load_dit(tmp_path / "exported")
+    for param in model.trainable_params():
+        np.testing.assert_array_equal(param.asnumpy(), parallel["ema"][param.name], err_msg=param.name)
+
+    # one process continues the tensor-parallel run from its per-rank checkpoint: steps 4-5 as the single run's
+    train.main(train_args(data, tmp_path / "single", 5, common + ["--train.resume", "latest"]))
+    train.main(train_args(data, tmp_path / "tp2", 5, common + ["--train.resume", "latest"]))
+    single, moved = final(tmp_path / "single"), final(tmp_path / "tp2")
+    for name, value in single["model"].items():
+        np.testing.assert_allclose(moved["model"][name], value, rtol=1e-5, atol=1e-6, err_msg=name)
