@@ -18,10 +18,11 @@ layout() {
   local fit
   case "$MODEL/$1" in
     1B/1 | 1B/2) fit="8 1 1 2 0" ;;
-    1B/3 | 5B/1) fit="8 1 1 2 1" ;;
+    1B/3) fit="8 1 1 2 1" ;;
+    5B/1) fit="8 1 1 3 0" ;;
     5B/2 | 5B/3) fit="8 1 1 3 1" ;;
     30B/1 | 30B/2) fit="16 1 1 3 1" ;;
-    30B/3) fit="16 8 1 3 1" ;;
+    30B/3) fit="32 4 1 3 1" ;;
     *) echo "MODEL must be 1B, 5B or 30B (got $MODEL)" >&2; exit 2 ;;
   esac
   read -r CARDS TP CP ZERO RECOMPUTE <<< "$fit"

@@ -12,6 +12,7 @@ from mg.optim import build_adamw, optimizer_state
 from mg.parallel.checkpoint import full_arrays, gather_optimizer_state, gather_state_dict
 from mg.parallel.groups import init_parallel
 from mg.parallel.layers import flat_shard_length
+from mg.parallel.memory import Layout, Workload, plan_memory
 from mg.parallel.parallelize import parallelize
 from mg.parallel.sharded_checkpoint import consolidate
 from mg.parallel.zero import ParallelAdamW
@@ -23,7 +24,8 @@ from mg.training.ema import EMA
 from mg.training.state_io import LocalState, ParallelState
 from mg.training.train_step import FlowMatchingTrainStep
 
-from checks_model import ADAMW, PER_RANK_BATCH, WORST, _dict_err, _tensors, make_batch, make_model, reference_weights
+from checks_model import (ADAMW, PER_RANK_BATCH, WORST, _dict_err, _tensors, make_batch, make_model, reference_weights,
+                          tiny_config)
 
 # Large enough that a whole model (~560 MB) stands far above a quarter of it plus one whole parameter (23 MB)
 BIG = dict(depth=8, dim=1024, ffn_dim=2816, num_heads=16, in_channels=16, text_encoders={"ul2": 64}, max_t=4,
@@ -140,6 +142,8 @@ def check_sharded_checkpoint(name, dp, tp, sp=False, zero_stage=0, other=None, o
     run = _Run(groups, sp, zero_stage)
     run.train(0, 2)
     run.state.save(manager, 2, {}, run.ema, {"ema_updates": run.ema.num_updates})
+    written = sum(a.nbytes for k, a in run.state.owned_tensors(run.ema).items() if k != "optimizer/global_step")
+    planned = plan_memory(tiny_config(), Layout(dp, tp, 1, sp, zero_stage), Workload(1, 1, 8, 8, 8)).checkpoint
     saved = run.gathered()
     losses = run.train(2, 2)
     after = run.gathered()
@@ -149,6 +153,7 @@ def check_sharded_checkpoint(name, dp, tp, sp=False, zero_stage=0, other=None, o
     resumed.state.load(path, resumed.ema)
     key = f"sharded/{name}"
     results = {f"{key}/resume_losses": float(np.abs(np.subtract(resumed.train(2, 2), losses)).max()),
+               f"{key}/planned_checkpoint_bytes": float(abs(planned - written)),
                **_errors(f"{key}/resume", resumed.gathered(), after)}
 
     if other is not None:

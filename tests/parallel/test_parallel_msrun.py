@@ -120,7 +120,7 @@ def test_zero2_accumulates_this_ranks_slices_only(two_workers, four_workers, sui
 def test_per_rank_checkpoints_resume_exactly_and_move_between_layouts(two_workers, four_workers, suite, layout):
     results = two_workers if suite == "two" else four_workers
     parts = ("weights", "adamw_state", "ema")
-    names = [f"sharded/{layout}/resume_losses", f"sharded/{layout}/consolidated_ema"] + [
+    names = [f"sharded/{layout}/{c}" for c in ("resume_losses", "consolidated_ema", "planned_checkpoint_bytes")] + [
         f"sharded/{layout}/{where}/{part}" for where in ("resume", "other_layout", "one_process") for part in parts]
     for rank, checks in results.items():
         missing = [n for n in names if n not in checks]

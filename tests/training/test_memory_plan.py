@@ -22,6 +22,7 @@ def test_the_planned_tensors_are_the_allocated_ones():
     assert {part: getattr(plan, part) for part in result["allocated"]} == result["allocated"]
     assert plan.ema == plan.weights  # one process: the EMA is one fp32 copy of the weights
     assert plan.construction > plan.weights  # building holds the weights and one whole parameter
+    assert plan.checkpoint == 4 * plan.weights  # it writes weights, two moments and the EMA
 
 
 def _measured(flavor, overrides, grid, recompute, queue):
