@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mg.io import load_checkpoint
-from mg.training.checkpoint import find_checkpoint, split_namespaces
+from mg.training.checkpoint import find_checkpoint
+from mg.training.state_io import read_spaces
 
 from msrun_launch import free_port, launch
 from training.seed_stages import cpu_changes, write_stage_data
@@ -23,8 +23,8 @@ ROOT = HERE.parents[1]
 
 
 def checkpoint(run):
-    tensors, metadata = load_checkpoint(find_checkpoint(Path(run) / "ckpt", "test"))
-    return split_namespaces(tensors), metadata
+    """(namespaces, metadata) of a run's newest checkpoint: a per-rank directory under msrun."""
+    return read_spaces(find_checkpoint(Path(run) / "ckpt", "test"))
 
 
 def model_weights(run):
