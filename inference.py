@@ -6,7 +6,9 @@
 
 Options: `model.*` are the arguments of mg.pipelines.load_pipeline (checkpoints, text encoders or cached
 embeddings), `sample.*` those of MovieGenPipeline.generate (size, frames, fps, steps, schedule, guidance, negative
-prompt, seed, batch size, tiled decoding), `output.*` how files are written. `--help` lists them all.
+prompt, seed, batch size, tiled decoding), `condition.*` what a conditioned model is given (an image to start from,
+a video to continue or to inpaint with a mask: mg.pipelines.given), `output.*` how files are written. `--help` lists
+them all.
 The resolved configuration and a log with per-video timing are written into the output folder.
 """
 import logging
@@ -17,6 +19,8 @@ import mg  # noqa: F401  (quiet logging before mindspore loads)
 from jsonargparse import ActionConfigFile, ArgumentParser
 
 from mg.pipelines import load_pipeline
+from mg.models.tae.io import load_tae_config
+from mg.pipelines.given import GivenOptions
 from mg.pipelines.outputs import OutputOptions, check_formats, free_stem
 from mg.pipelines.prompt_files import read_prompts
 from mg.pipelines.text_to_video import MovieGenPipeline, check_options
@@ -31,7 +35,8 @@ def build_parser():
     parser.add_argument("--prompts_file", type=Optional[str], default=None, help=".txt (one per line) or .csv file")
     parser.add_argument("--output_path", type=str, default="output", help="folder for the videos")
     parser.add_function_arguments(load_pipeline, "model")
-    parser.add_method_arguments(MovieGenPipeline, "generate", "sample", skip={"prompts", "progress"})
+    parser.add_method_arguments(MovieGenPipeline, "generate", "sample", skip={"prompts", "progress", "condition"})
+    parser.add_class_arguments(GivenOptions, "condition")
     parser.add_class_arguments(OutputOptions, "output")
     return parser
 
@@ -48,6 +53,12 @@ def main(argv=None):
     check_options(sample["num_frames"], sample["fps"], sample["num_steps"], sample["schedule"],
                   sample["guidance_scale"], sample["batch_size"])
     check_formats(cfg.output.formats)
+    given = GivenOptions(**dict(cfg.condition))
+    if given.given:  # the files are read and checked before any model is loaded
+        try:
+            given.check(sample["num_frames"], load_tae_config(cfg.model.tae_checkpoint).temporal_compression)
+        except ValueError as err:
+            parser.error(str(err))
     out = Path(cfg.output_path)
     out.mkdir(parents=True, exist_ok=True)
     config_name = free_stem(out, "inference_config", [".yaml"], overwrite=False) + ".yaml"
@@ -61,7 +72,7 @@ def main(argv=None):
     try:
         pipeline = load_pipeline(**dict(cfg.model))
         paths = pipeline.generate_files(prompts, str(out), tuple(cfg.output.formats), cfg.output.save_latents,
-                                        cfg.output.overwrite, progress=True, **sample)
+                                        cfg.output.overwrite, progress=True, condition=given, **sample)
         _logger.info("wrote %d files to %s (config: %s)", len(paths), out, config_name)
     finally:
         for logger in loggers:

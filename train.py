@@ -3,8 +3,9 @@
     python train.py --config configs/train/stage1_t2i_256px.yaml --train.steps 100 --train.output_path out/
 
 Every YAML section is bound to the signature of what it builds (model: DiTConfig, dataset: VideoDataset,
-dataloader: VideoDataLoader, flow: FlowMatching, env / train: the settings in mg.training.settings, valid / tae /
-text_encoders: below); unknown keys, wrong types and bad values fail before anything runs, naming the key. The
+dataloader: VideoDataLoader, flow: FlowMatching, condition: ConditionTasks (what a conditioned model,
+model.condition_channels > 0, is trained to start from), env / train: the settings in mg.training.settings, valid /
+tae / text_encoders: below); unknown keys, wrong types and bad values fail before anything runs, naming the key. The
 resolved config is saved to the output directory. The options shared with tools/train_tae.py are in docs/training.md.
 """
 import mg  # noqa: F401  (quiet MindSpore logging before it is imported)
@@ -23,6 +24,7 @@ from jsonargparse import ActionConfigFile, ArgumentParser
 from mg.backends import apply_recompute, fused_on
 from mg.data import VideoDataLoader, VideoDataset
 from mg.data.buckets import parse_buckets
+from mg.data.conditions import ConditionTasks
 from mg.data.loader import bucket_batch_sizes
 from mg.models.dit import DiTConfig
 from mg.models.dit.embeddings import SPATIAL_GROWTH
@@ -115,6 +117,7 @@ def build_parser():
                              "folder per encoder (--dataset.text_emb_folder.ul2 DIR --dataset.text_emb_folder.byt5 DIR)")
     parser.add_class_arguments(VideoDataLoader, "dataloader", skip={"dataset", "rank", "world_size"},
                                instantiate=False)
+    parser.add_class_arguments(ConditionTasks, "condition")
     parser.add_class_arguments(FlowMatching, "flow")
     parser.add_class_arguments(TrainSettings, "train")
     parser.add_class_arguments(ValidSettings, "valid")
@@ -141,6 +144,9 @@ def parse(parser, argv):
     if built.train.settings.zero_stage and not built.env.distributed:
         parser.error("train.settings.zero_stage > 0 shards over data-parallel ranks: it needs --env.distributed "
                      "true under msrun (or set it to 0)")
+    if cfg.model.condition_channels not in (0, cfg.model.in_channels + 1):
+        parser.error(f"model.condition_channels must be 0 (text-to-video) or model.in_channels + 1 = "
+                     f"{cfg.model.in_channels + 1} (a known latent and its mask), got {cfg.model.condition_channels}")
     if cfg.model.dtype == "bf16" and not fused_on(built.env.device_target or ms.get_context("device_target")):
         parser.error("model.dtype bf16 needs Ascend: MindSpore's CPU kernels have no bf16 (use --model.dtype fp32)")
     if launched_processes() > 1 and not built.env.distributed:
@@ -274,7 +280,8 @@ def main(argv=None):
         step = FlowMatchingTrainStep(model, optimizer, built.flow, jit=env.mode == 0, clip_grad_norm=clip,
                                      accumulation_steps=settings.settings.gradient_accumulation_steps,
                                      inputs=inputs, valid_batches=held_out, valid_num_t=built.valid.num_t,
-                                     valid_seed=built.valid.seed)
+                                     valid_seed=built.valid.seed,
+                                     conditions=built.condition if cfg.model.condition_channels else None)
         trainer = Trainer(step=step, loader=loader, run=run, settings=settings, seed=env.seed, groups=groups,
                           validate_every=built.valid.every if held_out else 0,
                           run_config=json.loads(parser.dump(cfg, format="json")))

@@ -3,6 +3,10 @@ ones), read colour, shape and motion direction back from the pixels, and report 
 
     python tools/eval_toy.py generate --config configs/inference/toy.yaml --csv data/toy/heldout.csv \
         --output_path out/eval_toy [--num_seeds 4] [--seen_csv data/toy/train.csv --seen_combos 8] [--save_videos true]
+    # a conditioned model, given each combination's own held-out clip: its first frame (image-to-video) or its first
+    # latent frame's worth of frames (continuation); direction is then read from the frames the model made, and the
+    # PSNR of the given frames is reported
+    python tools/eval_toy.py generate ... --given image|continuation
     # sanity check of the pixel classifiers on the dataset's own videos (no model needed):
     python tools/eval_toy.py dataset --csv data/toy/train.csv --output_path out/eval_toy_data
 
@@ -12,17 +16,21 @@ prints the table. Target: >= 90% colour and direction adherence on held-out comb
 import json
 import logging
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import mg  # noqa: F401  (quiet logging before mindspore loads)
+import cv2
 import numpy as np
 import pandas as pd
 from jsonargparse import ActionConfigFile, ArgumentParser
+from mindspore import Tensor
 
 from mg.data.toy_world import ATTRIBUTES, adherence, classify
+from mg.data.transforms import to_model_range
 from mg.data.video_io import probe, read_frames
 from mg.models.tae.media import to_uint8_frames
 from mg.pipelines import load_pipeline
+from mg.pipelines.given import GivenOptions
 from mg.pipelines.outputs import OutputOptions, free_stem, save_video
 from mg.pipelines.text_to_video import MovieGenPipeline, check_options
 
@@ -37,15 +45,19 @@ def read_combos(csv_path, limit=None, seed=0):
     if missing:
         raise ValueError(f"{csv_path}: not a toy-world CSV (missing columns {missing}); "
                          "write it with tools/make_toy_dataset.py")
-    videos = table[table["direction"] != ""]
+    videos = table[table["direction"] != ""].assign(csv_folder=str(Path(csv_path).parent))
     combos = videos.drop_duplicates(list(ATTRIBUTES)).reset_index(drop=True)
     if limit is not None and limit < len(combos):
         combos = combos.iloc[np.sort(np.random.default_rng(seed).choice(len(combos), limit, replace=False))]
     return combos, videos
 
 
-def _record(row, group, frames, **extra):
+def _record(row, group, frames, made_from=0, **extra):
+    """The prompt's attributes against those read from `frames`; direction from frames[made_from:], the frames the
+    model made (the rest were given)."""
     predicted = classify(frames)
+    if made_from:
+        predicted["direction"] = classify(frames[made_from:])["direction"]
     return {"group": group, "caption": row["caption"], **{a: row[a] for a in ATTRIBUTES},
             **{f"pred_{a}": predicted[a] for a in ATTRIBUTES}, **extra}
 
@@ -61,33 +73,83 @@ def evaluate_dataset(csv_path):
     return records
 
 
-def evaluate_model(pipeline, groups, sample, num_seeds, output_path, output, save_videos):
+def evaluate_model(pipeline, groups, sample, num_seeds, output_path, output, save_videos, given=None):
     records = []
     for group, combos in groups.items():
         csv_fps = {float(f) for f in combos["fps"] if f}
         if csv_fps and csv_fps != {float(sample["fps"])}:
             _logger.warning("%s clips are at %s fps but sample.fps is %s: the FPS-<n> prefix differs from training",
                             group, sorted(csv_fps), sample["fps"])
-        prompts = combos["caption"].tolist()
         for seed in range(sample["seed"], sample["seed"] + num_seeds):
-            for result in pipeline.generate(prompts, **{**sample, "seed": seed}):
-                for prompt, video in zip(result.prompts, result.videos):
-                    row = combos[combos["caption"] == prompt].iloc[0]
-                    records.append(_record(row, group, to_uint8_frames(video), seed=seed))
-                    if save_videos:
-                        save_video(Path(output_path) / "videos", prompt, seed, video, sample["fps"], output.formats,
-                                   overwrite=output.overwrite)
+            for prompts, condition, kept in _requests(combos, given, pipeline, output_path):
+                for result in pipeline.generate(prompts, **{**sample, "seed": seed}, condition=condition):
+                    for prompt, video in zip(result.prompts, result.videos):
+                        row = combos[combos["caption"] == prompt].iloc[0]
+                        frames = to_uint8_frames(video)
+                        extra = {} if kept is None else {"given_psnr": psnr(frames[:len(kept)], kept),
+                                                         "tae_psnr": _tae_psnr(pipeline, kept)}
+                        records.append(_record(row, group, frames, seed=seed, made_from=0 if kept is None
+                                               else len(kept), **extra))
+                        if save_videos:
+                            save_video(Path(output_path) / "videos", prompt, seed, video, sample["fps"],
+                                       output.formats, overwrite=output.overwrite)
     return records
+
+
+def _requests(combos, given, pipeline, output_path):
+    """(prompts, GivenOptions or None, the given frames or None) to generate: all prompts at once without `given`,
+    else each combination with its own clip's first frame (image) or first latent frame of frames (continuation)."""
+    if given is None:
+        yield combos["caption"].tolist(), None, None
+        return
+    folder = Path(output_path) / "given"
+    folder.mkdir(parents=True, exist_ok=True)
+    step = pipeline.tae.config.temporal_compression
+    for _, row in combos.iterrows():
+        clip = str(Path(row["csv_folder"]) / row["video"])
+        if given == "image":
+            first = read_frames(clip, [0])
+            image = folder / f"{Path(row['video']).stem}_first.png"
+            cv2.imwrite(str(image), cv2.cvtColor(first[0], cv2.COLOR_RGB2BGR))
+            yield [row["caption"]], GivenOptions(image=str(image)), np.repeat(first, step, axis=0)
+        else:
+            yield [row["caption"]], GivenOptions(video=clip, frames=step), read_frames(clip, np.arange(step))
+
+
+def _tae_psnr(pipeline, frames):
+    """PSNR of the TAE's own reconstruction of `frames` (uint8 (T, H, W, 3)): the most a model working through it can
+    keep of them (None for a pipeline without a real TAE)."""
+    tae = pipeline.tae
+    if not hasattr(tae, "encode"):
+        return None
+    mean = tae.encode(Tensor(to_model_range(frames)[None]))[0]
+    return psnr(to_uint8_frames(np.clip(tae.decode(mean, len(frames)).asnumpy()[0], -1, 1)), frames)
+
+
+def psnr(frames, reference):
+    """PSNR in dB of uint8 frames against uint8 reference frames of the same shape."""
+    error = np.mean((frames.astype(np.float64) - reference.astype(np.float64)) ** 2)
+    return float(10 * np.log10(255.0 ** 2 / max(error, 1e-10)))
 
 
 def report(records):
     """Markdown table of adherence rates per group, and the rates as a dict."""
     rates = {g: adherence([r for r in records if r["group"] == g]) for g in dict.fromkeys(r["group"] for r in records)}
-    lines = ["| group | videos | colour | shape | direction | all three |", "|---|---|---|---|---|---|"]
+    given = any("given_psnr" in r for r in records)
+    lines = ["| group | videos | colour | shape | direction | all three |" + (" given frames PSNR, median |" if given
+                                                                              else ""),
+             "|---|---|---|---|---|---|" + ("---|" if given else "")]
     for group, rate in rates.items():
-        count = sum(r["group"] == group for r in records)
+        mine = [r for r in records if r["group"] == group]
         cells = " | ".join(f"{100 * rate[k]:.1f}%" for k in ATTRIBUTES + ("all",))
-        lines.append(f"| {group} | {count} | {cells} |")
+        if given:
+            rate["given_psnr_median"] = float(np.median([r["given_psnr"] for r in mine]))
+            cells += f" | {rate['given_psnr_median']:.2f} dB"
+            ceiling = [r["tae_psnr"] for r in mine if r.get("tae_psnr") is not None]
+            if ceiling:
+                rate["tae_psnr_median"] = float(np.median(ceiling))
+                cells += f" (TAE alone: {rate['tae_psnr_median']:.2f} dB)"
+        lines.append(f"| {group} | {len(mine)} | {cells} |")
     return "\n".join(lines), rates
 
 
@@ -99,9 +161,13 @@ def build_parser():
     generate.add_argument("--seen_combos", type=int, default=8, help="how many combinations of --seen_csv")
     generate.add_argument("--num_seeds", type=int, default=4, help="videos per combination (seeds sample.seed, +1..)")
     generate.add_argument("--save_videos", type=bool, default=False, help="write the generated videos too")
+    generate.add_argument("--given", type=Optional[Literal["image", "continuation"]], default=None,
+                          help="a conditioned model: give each combination its own clip's first frame (image) or "
+                               "first latent frame of frames (continuation)")
     generate.add_argument("--output_path", type=str, default="eval_toy")
     generate.add_function_arguments(load_pipeline, "model")
-    generate.add_method_arguments(MovieGenPipeline, "generate", "sample", skip={"prompts", "progress", "decode"})
+    generate.add_method_arguments(MovieGenPipeline, "generate", "sample",
+                                  skip={"prompts", "progress", "decode", "condition"})
     generate.add_class_arguments(OutputOptions, "output")
     dataset = ArgumentParser(description="classify the CSV's own videos (checks the classifiers, needs no model)")
     dataset.add_argument("--csv", type=str, required=True, help="toy CSV")
@@ -131,7 +197,7 @@ def main(argv=None):
             groups["seen"] = read_combos(cfg.seen_csv, cfg.seen_combos, sample["seed"])[0]
         pipeline = load_pipeline(**dict(cfg.model))
         records = evaluate_model(pipeline, groups, sample, cfg.num_seeds, cfg.output_path, cfg.output,
-                                 cfg.save_videos)
+                                 cfg.save_videos, cfg.given)
     table, rates = report(records)
     out = Path(cfg.output_path)
     out.mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,7 @@ import numpy as np
 from mindspore import Tensor
 from tqdm.auto import tqdm
 
+from mg.pipelines.given import GivenOptions, condition_latent
 from mg.pipelines.outputs import check_formats, save_video
 from mg.pipelines.sizes import resolve_size
 from mg.pipelines.text import TextConditioner
@@ -72,9 +73,9 @@ class MovieGenPipeline:
         if self._compiled_dit is None:
             compiled = ms.jit(self.dit.construct)
 
-            def velocity(x, t, text_embs, text_masks):
+            def velocity(x, t, text_embs, text_masks, *condition):
                 # mutable: otherwise jit treats the tuples as constants and recompiles whenever their tensors change
-                return compiled(x, t, ms.mutable(tuple(text_embs)), ms.mutable(tuple(text_masks)))
+                return compiled(x, t, ms.mutable(tuple(text_embs)), ms.mutable(tuple(text_masks)), *condition)
 
             self._compiled_dit = velocity
         return self._compiled_dit
@@ -102,7 +103,8 @@ class MovieGenPipeline:
                  width: Optional[int] = None, aspect_ratio: Optional[str] = "1:1", resolution: Optional[int] = 256,
                  fps: float = 16, num_steps: int = 50, schedule: str = "linear_quadratic",
                  guidance_scale: float = 7.5, negative_prompt: str = "", seed: int = 0, batch_size: int = 1,
-                 jit: bool = True, decode: bool = True, tiled_decode: bool = True, progress: bool = True):
+                 jit: bool = True, decode: bool = True, tiled_decode: bool = True, progress: bool = True,
+                 condition: Optional[GivenOptions] = None):
         """Yield a `Generation` per batch of prompts.
 
         Args:
@@ -123,12 +125,15 @@ class MovieGenPipeline:
             decode: decode the latents to videos (False: `videos` is None; latents only, to decode later).
             tiled_decode: decode with overlapping temporal tiles (bounded memory for long videos).
             progress: show progress bars over prompts and steps.
+            condition: what every video is given (mg.pipelines.given: an image to start from, a video to continue
+                or to inpaint); needs a transformer trained with conditions (`condition_channels`).
         """
         if isinstance(prompts, str) or not prompts or not all(isinstance(p, str) for p in prompts):
             raise ValueError("prompts must be a non-empty list of strings")
         sampler = check_options(num_frames, fps, num_steps, schedule, guidance_scale, batch_size)
         height, width = resolve_size(height, width, aspect_ratio, resolution, self.size_multiple)
         shape = self.latent_shape(num_frames, height, width)
+        given = self.condition_input(condition, num_frames, height, width)
         prompt_fps = fps if num_frames > 1 else None
         bar = tqdm(total=len(prompts), desc="videos", unit="video", disable=not progress)
         for start in range(0, len(prompts), batch_size):
@@ -137,7 +142,9 @@ class MovieGenPipeline:
             noise = np.stack([initial_noise(seed, shape) for _ in batch])
             cond = self.text.encode(batch, prompt_fps)
             uncond = self.text.encode_negative(negative_prompt, len(batch), prompt_fps) if guidance_scale != 1 else None
-            latents = sampler.sample(self.velocity_fn(jit), noise, _tensors(cond), _tensors(uncond), progress=progress)
+            extra = () if given is None else (Tensor(np.repeat(given, len(batch), axis=0)),)
+            latents = sampler.sample(self.velocity_fn(jit), noise, _tensors(cond, extra), _tensors(uncond, extra),
+                                     progress=progress)
             videos = (np.stack([self.decode(latents[i:i + 1], num_frames, tiled_decode)[0] for i in range(len(batch))])
                       if decode else None)
             seconds = (time.perf_counter() - began) / len(batch)
@@ -146,6 +153,16 @@ class MovieGenPipeline:
             bar.update(len(batch))
             yield Generation(batch, [seed] * len(batch), videos, latents.asnumpy(), prompt_fps, seconds)
         bar.close()
+
+    def condition_input(self, condition, num_frames, height, width):
+        """The condition input (1, C + 1, T', h, w) of what the videos are given, or None (text only)."""
+        if condition is None or not condition.given:
+            return None
+        if not self.dit.config.condition_channels:
+            raise ValueError("this transformer was trained for text-to-video only (no condition_channels): it "
+                             "cannot start from an image or a video (--condition.*)")
+        condition.check(num_frames, self.tae.config.temporal_compression)
+        return condition_latent(condition, self.tae, num_frames, height, width)
 
     def decode(self, latents, num_frames, tiled=True):
         """Scaled DiT latents (B, C, T', h, w) -> float32 video (B, 3, num_frames, H, W) clipped to [-1, 1]."""
@@ -179,11 +196,12 @@ class MovieGenPipeline:
         return paths
 
 
-def _tensors(pair):
+def _tensors(pair, extra=()):
+    """The model's arguments after (x, t): text embeddings and masks as tensors, then `extra` (the condition)."""
     if pair is None:
         return None
     embs, masks = pair
-    return tuple(Tensor(e) for e in embs), tuple(Tensor(m) for m in masks)
+    return (tuple(Tensor(e) for e in embs), tuple(Tensor(m) for m in masks), *extra)
 
 
 def load_dit_checkpoint(path: str, prefer_ema: bool = True):

@@ -14,7 +14,7 @@ from mindspore.nn.utils import no_init_parameters
 from mg.io import check_names, load_checkpoint
 from mg.models.dit import MovieGenDiT
 from mg.models.dit.embeddings import expand_position_tables
-from mg.models.dit.io import TABLES, select_weights
+from mg.models.dit.io import TABLES, conditioning_added, select_weights
 from mg.parallel import parallelize
 from mg.parallel.deferred import PieceOf, materialize, seed_initializers
 from mg.parallel.sharded_checkpoint import ShardedCheckpoint, is_sharded_checkpoint
@@ -44,6 +44,8 @@ def start_from(model, path, spatial_growth="extend"):
         raise ValueError(f"{path}: positional tables {missing_tables} are missing")
     tables = expand_position_tables({name: read(name) for name in TABLES}, *(params[n].shape[0] for n in TABLES),
                                     spatial=spatial_growth)
+    added = conditioning_added(params, shapes)  # kept at their initialisation
+    params = {name: param for name, param in params.items() if name not in added}
     check_names(params, {**shapes, **{n: t.shape for n, t in tables.items()}}, f"{path} does not fit this model")
     for name, param in params.items():
         whole = tables[name] if name in tables else _Read(read, name)

@@ -59,7 +59,7 @@ class FlowMatchingTrainStep(TrainStep):
 
     def __init__(self, model, optimizer, flow, jit: bool = True, clip_grad_norm: float = 0.0,
                  accumulation_steps: int = 1, inputs=None, valid_batches=None, valid_num_t: int = 8,
-                 valid_seed: int = 0):
+                 valid_seed: int = 0, conditions=None):
         if accumulation_steps < 1:
             raise ValueError(f"accumulation_steps must be >= 1, got {accumulation_steps}")
         self.model = model
@@ -68,6 +68,7 @@ class FlowMatchingTrainStep(TrainStep):
         self.clip_grad_norm = clip_grad_norm
         self.accumulation_steps = accumulation_steps
         self.inputs = inputs
+        self.conditions = conditions  # mg.data.conditions.ConditionTasks of a conditioned model, or None
         self.valid_batches, self.valid_num_t, self.valid_seed = valid_batches, valid_num_t, valid_seed
         self.micro_step = 0
         self.grad_fn = ms.value_and_grad(self.loss, None, optimizer.parameters)
@@ -82,22 +83,22 @@ class FlowMatchingTrainStep(TrainStep):
         self._update = compile_(self.update)
         self._accumulate = compile_(self.accumulate)
 
-    def loss(self, x1, x0, t, text_embs, text_masks):
-        return self.flow.loss(self.model, x1, x0, t, text_embs, text_masks)
+    def loss(self, x1, x0, t, text_embs, text_masks, *condition):
+        return self.flow.loss(self.model, x1, x0, t, text_embs, text_masks, *condition)
 
-    def gradients(self, x1, x0, t, text_embs, text_masks):
+    def gradients(self, x1, x0, t, text_embs, text_masks, *condition):
         """The loss and this micro-batch's gradients (this rank's reduced slices when the optimizer shards them)."""
-        loss, grads = self.grad_fn(x1, x0, t, text_embs, text_masks)
+        loss, grads = self.grad_fn(x1, x0, t, text_embs, text_masks, *condition)
         return loss, (self.optimizer.reduce_gradients(grads) if self.shards_gradients else grads)
 
-    def accumulate(self, x1, x0, t, text_embs, text_masks):
-        loss, grads = self.gradients(x1, x0, t, text_embs, text_masks)
+    def accumulate(self, x1, x0, t, text_embs, text_masks, *condition):
+        loss, grads = self.gradients(x1, x0, t, text_embs, text_masks, *condition)
         for buffer, grad in zip(self.accumulated, grads):
             ops.assign_add(buffer, grad.astype(ms.float32))
         return loss
 
-    def update(self, x1, x0, t, text_embs, text_masks):
-        loss, grads = self.gradients(x1, x0, t, text_embs, text_masks)
+    def update(self, x1, x0, t, text_embs, text_masks, *condition):
+        loss, grads = self.gradients(x1, x0, t, text_embs, text_masks, *condition)
         if self.accumulation_steps > 1:
             summed = []
             for buffer, grad in zip(self.accumulated, grads):
@@ -117,19 +118,21 @@ class FlowMatchingTrainStep(TrainStep):
         """Whether the next call applies an optimizer update (rather than only accumulating)."""
         return self.micro_step == self.accumulation_steps - 1
 
-    def __call__(self, x1, x0, t, text_embs, text_masks):
-        """Latents x1 (B, C, T, H, W), noise x0 of the same shape, times t (B,), and per-encoder tuples of text
-        embeddings and masks. Returns this micro-batch's loss (before any update)."""
+    def __call__(self, x1, x0, t, text_embs, text_masks, *condition):
+        """Latents x1 (B, C, T, H, W), noise x0 of the same shape, times t (B,), per-encoder tuples of text
+        embeddings and masks, and for a conditioned model its condition input (mg.data.conditions). Returns this
+        micro-batch's loss (before any update)."""
         step = self._update if self.completes_update else self._accumulate
         self.micro_step = (self.micro_step + 1) % self.accumulation_steps
         # ms.mutable: a plain tuple argument is a compile-time constant under ms.jit (a new tuple recompiles)
-        return step(x1, x0, t, ms.mutable(tuple(text_embs)), ms.mutable(tuple(text_masks)))
+        return step(x1, x0, t, ms.mutable(tuple(text_embs)), ms.mutable(tuple(text_masks)), *condition)
 
     def train_batch(self, batch, step, rng):
         x1, embs, masks = self.inputs(batch, rng)
         x0 = ms.Tensor(self.flow.sample_noise(x1.shape, rng))
         t = ms.Tensor(self.flow.sample_t(x1.shape[0], rng))
-        return {"loss": float(self(x1, x0, t, embs, masks).asnumpy())}
+        condition = () if self.conditions is None else (ms.Tensor(self.conditions.draw(x1.asnumpy(), rng)),)
+        return {"loss": float(self(x1, x0, t, embs, masks, *condition).asnumpy())}
 
     def validate(self):
         return self.flow.validation_loss(self.model, self.valid_batches, self.valid_num_t, self.valid_seed)

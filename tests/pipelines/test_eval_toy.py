@@ -98,3 +98,38 @@ def test_tae_benchmark_reads_the_reconstruction_half(load_script, toy_csvs, tmp_
                        np.concatenate([wrong, tw.render(clip, 32, 32, 9)], axis=2), 8)
     rates = bench.reconstruction_adherence(heldout, tmp_path)
     assert rates == {"colour": 0.5, "shape": 1.0, "direction": 1.0, "all": 0.5}
+
+
+class ContinuingPipeline(RenderingPipeline):
+    """Renders the prompt's clip but keeps what it is given in its first frames, like a perfect conditioned model."""
+
+    class tae:  # what eval_toy reads of the TAE: latent frames are made of 8 frames
+        class config:
+            temporal_compression = 8
+
+    def generate(self, prompts, seed=0, condition=None, **options):
+        (result,) = super().generate(prompts, seed, **options)
+        if condition.image is not None:
+            given = np.repeat(tw_read(condition.image, [0]), 8, axis=0)
+        else:
+            given = tw_read(condition.video, np.arange(condition.frames))
+        result.videos[0][:, :len(given)] = given.transpose(3, 0, 1, 2) / 127.5 - 1.0
+        yield result
+
+
+def tw_read(path, indices):
+    from mg.data.video_io import read_frames
+    return read_frames(path, indices)
+
+
+@pytest.mark.parametrize("given", ["image", "continuation"])
+def test_given_frames_are_measured_and_direction_comes_from_the_made_ones(eval_toy, tmp_path, given):
+    folder = tmp_path / "data"
+    tw.write_toy_dataset(folder, seed=0, height=64, width=64, num_frames=17, fps=8, videos_per_combo=1,
+                         images_per_pair=1, holdout=["red circle left", "blue square up"])
+    groups = {"held-out": eval_toy.read_combos(folder / "heldout.csv")[0]}
+    records = eval_toy.evaluate_model(ContinuingPipeline(), groups, dict(seed=0, fps=8), 1, tmp_path / "out",
+                                      OutputOptions(), False, given)
+    assert len(records) == 2 and all(r["given_psnr"] > 40 for r in records)  # kept exactly (up to mp4 coding)
+    table, rates = eval_toy.report(records)
+    assert rates["held-out"]["direction"] == 1.0 and "given frames PSNR" in table

@@ -3,6 +3,7 @@ from dataclasses import dataclass, field, fields
 from typing import Dict, Optional, Tuple
 
 DEFAULT_TEXT_ENCODERS = {"ul2": 4096, "byt5": 1472, "metaclip": 1280}
+TASK_TOKENS = 4  # context tokens per task embedding (the paper's four)
 
 
 # The named sizes (layers, model width, FFN width, heads): the design's 1B, 5B and 30B, the toy world's shipped model
@@ -26,6 +27,11 @@ class DiTConfig:
     max_t / max_h / max_w size the positional tables in patch-grid units (latent frames, latent rows / 2, latent
     columns / 2); stage configs grow them (see `expand_position_tables`). `dtype` is the compute dtype ("fp32" or
     "bf16"); parameters stay fp32.
+
+    Conditioning (Movie Gen Edit; image-to-video, continuation, inpainting): `condition_channels` latent channels
+    given beside the noisy latent (a known latent and its mask, mg.data.conditions), concatenated on channels with
+    zero-initialised input weights; `num_tasks` learned task embeddings, each TASK_TOKENS context tokens after the
+    text and a vector added to the timestep embedding. 0 and 0: text-to-video only.
     """
 
     flavor: Optional[str] = None
@@ -42,6 +48,8 @@ class DiTConfig:
     timestep_frequency_dim: int = 256
     norm_eps: float = 1e-6
     dtype: str = "fp32"
+    condition_channels: int = 0
+    num_tasks: int = 0
 
     def __post_init__(self):
         if self.flavor is not None:
@@ -63,6 +71,9 @@ class DiTConfig:
             raise ValueError(f"sizes must be positive: {self}")
         if not self.text_encoders:
             raise ValueError("text_encoders must name at least one encoder and its width")
+        if self.condition_channels < 0 or self.num_tasks < 0:
+            raise ValueError(f"condition_channels and num_tasks must be >= 0, got {self.condition_channels}, "
+                             f"{self.num_tasks}")
 
 
 def dit_config(flavor="tiny", **overrides):
@@ -89,4 +100,5 @@ def parameter_count(config):
              + 3 * d * f           # SwiGLU
              + 6 * d)              # per-block modulation table
     final = d + d * 2 * d + 2 * d + d * patch_out + patch_out
-    return patch_embed + positions + timestep + modulation + text + config.depth * block + final
+    conditioning = config.condition_channels * pt * ph * pw * d + config.num_tasks * (TASK_TOKENS + 1) * d
+    return patch_embed + positions + timestep + modulation + text + config.depth * block + final + conditioning

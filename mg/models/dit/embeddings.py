@@ -3,8 +3,8 @@ import math
 
 import mindspore as ms
 import numpy as np
-from mindspore import Parameter, mint, nn
-from mindspore.common.initializer import HeUniform, Normal, Uniform, initializer
+from mindspore import Parameter, mint, nn, ops
+from mindspore.common.initializer import HeUniform, Normal, Uniform, Zero, initializer
 
 from mg.backends import linear, permute
 from mg.models.dit.layers import Linear
@@ -18,14 +18,15 @@ POSITION_INIT_STD = 0.5
 
 class PatchProjection(nn.Cell):
     """The patch embedding's parameters in Conv3d layout (the checkpoints' layout): weight (D, C, pt, ph, pw), bias
-    (D,), with Conv3d's default initialisation."""
+    (D,), with Conv3d's default initialisation (`zero`: a zero weight and no bias)."""
 
-    def __init__(self, in_channels, dim, patch_size):
+    def __init__(self, in_channels, dim, patch_size, zero=False):
         super().__init__()
         fan_in = in_channels * int(np.prod(patch_size))
-        self.weight = Parameter(initializer(HeUniform(negative_slope=math.sqrt(5)), (dim, in_channels, *patch_size),
-                                            ms.float32), name="weight")
-        self.bias = Parameter(initializer(Uniform(1 / math.sqrt(fan_in)), (dim,), ms.float32), name="bias")
+        init = Zero() if zero else HeUniform(negative_slope=math.sqrt(5))
+        self.weight = Parameter(initializer(init, (dim, in_channels, *patch_size), ms.float32), name="weight")
+        self.bias = None if zero else Parameter(initializer(Uniform(1 / math.sqrt(fan_in)), (dim,), ms.float32),
+                                                name="bias")
 
 
 class PatchEmbed3D(nn.Cell):
@@ -34,10 +35,10 @@ class PatchEmbed3D(nn.Cell):
     That is a convolution whose kernel equals its stride, computed as reshape + matmul: on CPU ~30x faster than
     MindSpore's Conv3D kernel for the toy model's batch (tools/benchmark_patch_embed.py, docs/performance.md)."""
 
-    def __init__(self, in_channels, dim, patch_size=(1, 2, 2)):
+    def __init__(self, in_channels, dim, patch_size=(1, 2, 2), zero=False):
         super().__init__()
         self.patch_size = tuple(patch_size)
-        self.proj = PatchProjection(in_channels, dim, self.patch_size)
+        self.proj = PatchProjection(in_channels, dim, self.patch_size, zero)
 
     def construct(self, x):
         b, c, t, h, w = x.shape
@@ -182,3 +183,23 @@ class TextProjector(nn.Cell):
             contexts.append(proj(text_embs[i]))
             masks.append(text_masks[i].astype(ms.float32))
         return mint.cat(contexts, dim=1), mint.cat(masks, dim=1)
+
+
+TASK_TOKEN_INIT_STD = 0.02  # DiT practice for learned embeddings
+
+
+class TaskEmbedding(nn.Cell):
+    """A learned embedding per task (e.g. an editing task): `tokens` context tokens appended after the text, and a
+    vector added to the timestep embedding (zero-initialised, so adding a task starts from the model's timestep
+    behaviour)."""
+
+    def __init__(self, num_tasks, dim, tokens):
+        super().__init__()
+        self.tokens = Parameter(initializer(Normal(TASK_TOKEN_INIT_STD), (num_tasks, tokens, dim), ms.float32),
+                                name="tokens")
+        self.vector = Parameter(initializer(Zero(), (num_tasks, dim), ms.float32), name="vector")
+
+    def construct(self, task):
+        """(B,) task indices -> ((B, tokens, D) context tokens, (B, D) timestep vector)."""
+        return ops.gather(self.tokens, task, 0), ops.gather(self.vector, task, 0)
+

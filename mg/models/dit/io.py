@@ -8,7 +8,7 @@ stage-N+1 model.
 """
 from dataclasses import asdict, replace
 
-from mg.io import CheckpointError, load_checkpoint, load_state_dict, save_checkpoint, state_dict
+from mg.io import CheckpointError, check_names, load_checkpoint, load_state_dict, save_checkpoint, state_dict
 from mg.models.dit.config import DiTConfig
 from mg.models.dit.embeddings import expand_position_tables
 from mg.models.dit.model import MovieGenDiT
@@ -48,14 +48,30 @@ def select_weights(tensors, prefer_ema=True, source="checkpoint"):
     return bare
 
 
+CONDITIONING = ("condition_embed.", "task_embed.")  # the parameters conditioning adds to a text-to-video model
+
+
+def conditioning_added(expected_names, given_names):
+    """The parameters of a conditioned model (`expected_names`) that a text-to-video checkpoint (`given_names`, with
+    no conditioning parameters at all) lacks: they keep their initialisation, zero input weights for the condition,
+    so the checkpoint's model is where training starts."""
+    if any(name.startswith(CONDITIONING) for name in given_names):
+        return set()
+    return {name for name in expected_names if name.startswith(CONDITIONING)}
+
+
 def load_dit_weights(model, weights, source="checkpoint", spatial_growth="extend"):
     """Load parameters into `model`, growing positional tables that are smaller than the model's (`spatial_growth`:
-    see mg.models.dit.embeddings.SPATIAL_GROWTH)."""
-    sizes = {p.name: p.shape[0] for p in model.get_parameters() if p.name in TABLES}
+    see mg.models.dit.embeddings.SPATIAL_GROWTH); a text-to-video checkpoint loads into a conditioned model
+    (`conditioning_added`). Any other name or shape that does not fit raises before anything is loaded."""
+    params = {p.name: p for p in model.get_parameters()}
+    sizes = {name: params[name].shape[0] for name in TABLES}
     if all(name in weights for name in TABLES) and any(weights[n].shape[0] < sizes[n] for n in TABLES):
         weights = expand_position_tables(weights, sizes[TABLES[0]], sizes[TABLES[1]], sizes[TABLES[2]],
                                          spatial_growth)
-    return load_state_dict(model, weights, source=source)
+    added = conditioning_added(params, weights)
+    check_names({n: p for n, p in params.items() if n not in added}, weights, f"{source} does not fit MovieGenDiT")
+    return load_state_dict(model, weights, strict=False, source=source)
 
 
 def load_dit(path, prefer_ema=True, **config_overrides):

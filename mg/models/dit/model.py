@@ -6,15 +6,19 @@ the input of every block.
     for each block: x += PE; x += gate1 * SelfAttn(mod1(RMSNorm(x))); x += CrossAttn(RMSNorm(x), text);
                     x += gate2 * SwiGLU(mod2(RMSNorm(x)))
     final adaLN + zero-initialised projection --unpatchify--> velocity (B, C, T, H, W)
+
+Movie Gen Edit and pixel-conditioned generation add two inputs: a condition latent concatenated with the noisy one
+on channels (its input weights zero-initialised, so a text-to-video checkpoint is the starting point), and a task
+embedding: tokens after the text context and a vector added to the timestep embedding.
 """
 import mindspore as ms
 from mindspore import Parameter, mint, nn
 from mindspore.common.initializer import Zero, initializer
 
 from mg.backends import expand, gated_add, modulate, split_equal
-from mg.models.dit.config import DiTConfig
-from mg.models.dit.embeddings import (FactorizedPositionEmbedding, PatchEmbed3D, TextProjector, TimestepEmbedder,
-                                      unpatchify)
+from mg.models.dit.config import TASK_TOKENS, DiTConfig
+from mg.models.dit.embeddings import (FactorizedPositionEmbedding, PatchEmbed3D, TaskEmbedding, TextProjector,
+                                      TimestepEmbedder, unpatchify)
 from mg.models.dit.layers import CrossAttention, Linear, RMSNorm, SelfAttention, SwiGLU, zero_init_
 
 COMPUTE_DTYPES = {"fp32": ms.float32, "bf16": ms.bfloat16}
@@ -78,7 +82,9 @@ class MovieGenDiT(nn.Cell):
     """Predicts the flow-matching velocity of latents `x` (B, C, T, H, W) at times `t` (B,) given text.
 
     `text_embs` / `text_masks` are tuples with one (B, L_i, C_i) embedding and one (B, L_i) mask (1 = token,
-    0 = padding) per configured text encoder, in `config.text_encoders` order.
+    0 = padding) per configured text encoder, in `config.text_encoders` order. With `config.condition_channels`,
+    `condition` (B, condition_channels, T, H, W) is the known part of the video and its mask (None: nothing known,
+    text-to-video); with `config.num_tasks`, `task` (B,) int32 picks each sample's task (None: no task tokens).
     """
 
     def __init__(self, config: DiTConfig):
@@ -89,6 +95,11 @@ class MovieGenDiT(nn.Cell):
         self.patch_size = tuple(config.patch_size)  # plain attributes: graph mode cannot read the dataclass
         self.out_channels = config.in_channels
         self.patch_embed = PatchEmbed3D(config.in_channels, d, config.patch_size)
+        # the condition's share of the channel concatenation [x; condition] -> tokens: a bias-free, zero-initialised
+        # patch projection added to the latent's
+        self.condition_embed = (PatchEmbed3D(config.condition_channels, d, config.patch_size, zero=True)
+                                if config.condition_channels else None)
+        self.task_embed = TaskEmbedding(config.num_tasks, d, TASK_TOKENS) if config.num_tasks else None
         self.pos_embed = FactorizedPositionEmbedding(d, config.max_t, config.max_h, config.max_w)
         self.t_embedder = TimestepEmbedder(d, config.timestep_frequency_dim)
         # One projection from the timestep embedding to the six modulation vectors, shared by all blocks.
@@ -107,14 +118,23 @@ class MovieGenDiT(nn.Cell):
             raise ValueError(f"latent (T, H, W) = {(t, h, w)} is not divisible by the patch size {(pt, ph, pw)}")
         return t // pt, h // ph, w // pw
 
-    def construct(self, x, t, text_embs, text_masks):
+    def construct(self, x, t, text_embs, text_masks, condition=None, task=None):
         grid = self.patch_grid(x.shape)
-        tokens = self.patch_embed(x).astype(self.compute_dtype)
+        tokens = self.patch_embed(x)
+        if condition is not None:
+            tokens = tokens + self.condition_embed(condition)
+        tokens = tokens.astype(self.compute_dtype)
         # repeated over the batch once here, not broadcast in every block (mg/backends/tensors.py)
         pos = expand(self.pos_embed(grid).astype(self.compute_dtype), tokens.shape)
-        t_emb = self.t_embedder(t).astype(self.compute_dtype)
-        modulation = self.t_modulation(mint.nn.functional.silu(t_emb)).reshape(t_emb.shape[0], 6, -1)
+        t_emb = self.t_embedder(t)
         context, context_mask = self.text_projector(text_embs, text_masks)
+        if task is not None:
+            task_tokens, task_vector = self.task_embed(task)
+            t_emb = t_emb + task_vector
+            context = mint.cat([context, task_tokens.astype(context.dtype)], dim=1)
+            context_mask = mint.cat([context_mask, mint.ones(task_tokens.shape[:2], dtype=context_mask.dtype)], dim=1)
+        t_emb = t_emb.astype(self.compute_dtype)
+        modulation = self.t_modulation(mint.nn.functional.silu(t_emb)).reshape(t_emb.shape[0], 6, -1)
         context = context.astype(self.compute_dtype)
         for block in self.blocks:
             tokens = block(tokens, pos, modulation, context, context_mask)
