@@ -91,11 +91,9 @@ class ParallelState(LocalState):
         """Whether this rank's live state of parameter i is already its flat dp slice."""
         return self.optimizer.slice_state or self.infos[i].zero3
 
-    def _stored(self, value, i, sliced=None):
+    def _stored(self, value, i):
         array = tensor_to_numpy(value).astype(np.float32)
-        if self._sliced(i) if sliced is None else sliced:
-            return array
-        return shard_flat(array, self.dp.index, self.dp.size)
+        return array if self._sliced(i) else shard_flat(array, self.dp.index, self.dp.size)
 
     def _moments(self):
         """{parameter index: (moment 1, moment 2)} of the inner AdamW."""
@@ -124,9 +122,8 @@ class ParallelState(LocalState):
         layouts = {}
         for name, info in zip(self.names, self.infos):
             mode, parts = tensor_parallel_mode(name)  # whatever this run's tp: a later run may split it
-            spaces = ["model", "optimizer/adam_m.", "optimizer/adam_v."] + (["ema"] if ema is not None else [])
-            for space in spaces:
-                key = f"{space}{name}" if space.endswith(".") else f"{space}/{name}"
+            keys = [f"model/{name}", f"optimizer/adam_m.{name}", f"optimizer/adam_v.{name}"]
+            for key in keys + ([f"ema/{name}"] if ema is not None else []):
                 layouts[key] = TensorLayout(info.full_shape, mode, parts)
         layouts["optimizer/global_step"] = TensorLayout(tuple(self.optimizer.global_step.shape), split=False)
         return layouts
@@ -169,17 +166,14 @@ class ParallelState(LocalState):
                  if ema is not None or not key.startswith("ema/")}
         check_names({key: layout.full_shape for key, layout in self.layouts(ema).items()}, given,
                     f"{path} does not fit this run")
-        moments = self._moments()
-        pieces = {}
-        for i, name in enumerate(self.names):
-            targets = {f"model/{name}": self._weights()[i], f"optimizer/adam_m.{name}": moments[i][0],
+        moments, weights = self._moments(), self._weights()
+        for i, name in enumerate(self.names):  # one piece in memory at a time
+            targets = {f"model/{name}": weights[i], f"optimizer/adam_m.{name}": moments[i][0],
                        f"optimizer/adam_v.{name}": moments[i][1]}
             if ema is not None:
                 targets[f"ema/{name}"] = ema.shadows[i]
             for key, target in targets.items():
-                pieces[key] = (target, self._read(checkpoint, key, i, same))
-        for target, value in pieces.values():
-            copy_into(target, value.reshape(target.shape))
+                copy_into(target, self._read(checkpoint, key, i, same).reshape(target.shape))
         copy_into(self.optimizer.global_step, checkpoint.read_full("optimizer/global_step"))
         if self.optimizer.slice_state:
             self.optimizer.gather_slices()
