@@ -80,14 +80,15 @@ def evaluate_model(pipeline, groups, sample, num_seeds, output_path, output, sav
         if csv_fps and csv_fps != {float(sample["fps"])}:
             _logger.warning("%s clips are at %s fps but sample.fps is %s: the FPS-<n> prefix differs from training",
                             group, sorted(csv_fps), sample["fps"])
+        requests = list(_requests(combos, given, pipeline, output_path))  # files and TAE ceilings once, not per seed
         for seed in range(sample["seed"], sample["seed"] + num_seeds):
-            for prompts, condition, kept in _requests(combos, given, pipeline, output_path):
+            for prompts, condition, kept, ceiling in requests:
                 for result in pipeline.generate(prompts, **{**sample, "seed": seed}, condition=condition):
                     for prompt, video in zip(result.prompts, result.videos):
                         row = combos[combos["caption"] == prompt].iloc[0]
                         frames = to_uint8_frames(video)
                         extra = {} if kept is None else {"given_psnr": psnr(frames[:len(kept)], kept),
-                                                         "tae_psnr": _tae_psnr(pipeline, kept)}
+                                                         "tae_psnr": ceiling}
                         records.append(_record(row, group, frames, seed=seed, made_from=0 if kept is None
                                                else len(kept), **extra))
                         if save_videos:
@@ -97,10 +98,11 @@ def evaluate_model(pipeline, groups, sample, num_seeds, output_path, output, sav
 
 
 def _requests(combos, given, pipeline, output_path):
-    """(prompts, GivenOptions or None, the given frames or None) to generate: all prompts at once without `given`,
-    else each combination with its own clip's first frame (image) or first latent frame of frames (continuation)."""
+    """(prompts, GivenOptions or None, the given frames or None, the TAE's own PSNR of them or None) to generate: all
+    prompts at once without `given`, else each combination with its own clip's first frame (image) or first latent
+    frame of frames (continuation)."""
     if given is None:
-        yield combos["caption"].tolist(), None, None
+        yield combos["caption"].tolist(), None, None, None
         return
     folder = Path(output_path) / "given"
     folder.mkdir(parents=True, exist_ok=True)
@@ -111,9 +113,10 @@ def _requests(combos, given, pipeline, output_path):
             first = read_frames(clip, [0])
             image = folder / f"{Path(row['video']).stem}_first.png"
             cv2.imwrite(str(image), cv2.cvtColor(first[0], cv2.COLOR_RGB2BGR))
-            yield [row["caption"]], GivenOptions(image=str(image)), np.repeat(first, step, axis=0)
+            condition, kept = GivenOptions(image=str(image)), np.repeat(first, step, axis=0)
         else:
-            yield [row["caption"]], GivenOptions(video=clip, frames=step), read_frames(clip, np.arange(step))
+            condition, kept = GivenOptions(video=clip, frames=step), read_frames(clip, np.arange(step))
+        yield [row["caption"]], condition, kept, _tae_psnr(pipeline, kept)
 
 
 def _tae_psnr(pipeline, frames):
