@@ -7,7 +7,8 @@
 Options: `model.*` are the arguments of mg.pipelines.load_pipeline (checkpoints, text encoders or cached
 embeddings), `sample.*` those of MovieGenPipeline.generate (size, frames, fps, steps, schedule, guidance, negative
 prompt, seed, batch size, tiled decoding), `condition.*` what a conditioned model is given (an image to start from,
-a video to continue or to inpaint with a mask: mg.pipelines.given), `output.*` how files are written. `--help` lists
+a video to continue or to inpaint with a mask: mg.pipelines.given), `edit.*` a video that an editing model edits by
+the instructions given as prompts, `output.*` how files are written. `--help` lists
 them all.
 The resolved configuration and a log with per-video timing are written into the output folder.
 """
@@ -20,7 +21,7 @@ from jsonargparse import ActionConfigFile, ArgumentParser
 
 from mg.pipelines import load_pipeline
 from mg.models.tae.io import load_tae_config
-from mg.pipelines.given import GivenOptions
+from mg.pipelines.given import EditOptions, GivenOptions
 from mg.pipelines.outputs import OutputOptions, check_formats, free_stem
 from mg.pipelines.prompt_files import read_prompts
 from mg.pipelines.text_to_video import MovieGenPipeline, check_options
@@ -35,8 +36,10 @@ def build_parser():
     parser.add_argument("--prompts_file", type=Optional[str], default=None, help=".txt (one per line) or .csv file")
     parser.add_argument("--output_path", type=str, default="output", help="folder for the videos")
     parser.add_function_arguments(load_pipeline, "model")
-    parser.add_method_arguments(MovieGenPipeline, "generate", "sample", skip={"prompts", "progress", "condition"})
+    parser.add_method_arguments(MovieGenPipeline, "generate", "sample",
+                                skip={"prompts", "progress", "condition", "edit"})
     parser.add_class_arguments(GivenOptions, "condition")
+    parser.add_class_arguments(EditOptions, "edit")
     parser.add_class_arguments(OutputOptions, "output")
     return parser
 
@@ -53,12 +56,16 @@ def main(argv=None):
     check_options(sample["num_frames"], sample["fps"], sample["num_steps"], sample["schedule"],
                   sample["guidance_scale"], sample["batch_size"])
     check_formats(cfg.output.formats)
-    given = GivenOptions(**dict(cfg.condition))
-    if given.given:  # the files are read and checked before any model is loaded
-        try:
+    given, edit = GivenOptions(**dict(cfg.condition)), EditOptions(**dict(cfg.edit))
+    try:  # the files are read and checked before any model is loaded
+        if given.given and edit.given:
+            raise ValueError("--edit.video edits a video: do not combine it with --condition.*")
+        if given.given:
             given.check(sample["num_frames"], load_tae_config(cfg.model.tae_checkpoint).temporal_compression)
-        except ValueError as err:
-            parser.error(str(err))
+        if edit.given:
+            edit.check(sample["num_frames"])
+    except ValueError as err:
+        parser.error(str(err))
     out = Path(cfg.output_path)
     out.mkdir(parents=True, exist_ok=True)
     config_name = free_stem(out, "inference_config", [".yaml"], overwrite=False) + ".yaml"
@@ -72,7 +79,8 @@ def main(argv=None):
     try:
         pipeline = load_pipeline(**dict(cfg.model))
         paths = pipeline.generate_files(prompts, str(out), tuple(cfg.output.formats), cfg.output.save_latents,
-                                        cfg.output.overwrite, progress=True, condition=given, **sample)
+                                        cfg.output.overwrite, progress=True, condition=given, edit=edit,
+                                        **sample)
         _logger.info("wrote %d files to %s (config: %s)", len(paths), out, config_name)
     finally:
         for logger in loggers:

@@ -24,7 +24,7 @@ from jsonargparse import ActionConfigFile, ArgumentParser
 from mg.backends import apply_recompute, fused_on
 from mg.data import VideoDataLoader, VideoDataset
 from mg.data.buckets import parse_buckets
-from mg.data.conditions import ConditionTasks
+from mg.data.conditions import TASKS, ConditionTasks
 from mg.data.loader import bucket_batch_sizes
 from mg.models.dit import DiTConfig
 from mg.models.dit.embeddings import SPATIAL_GROWTH
@@ -147,6 +147,9 @@ def parse(parser, argv):
     if cfg.model.condition_channels not in (0, cfg.model.in_channels + 1):
         parser.error(f"model.condition_channels must be 0 (text-to-video) or model.in_channels + 1 = "
                      f"{cfg.model.in_channels + 1} (a known latent and its mask), got {cfg.model.condition_channels}")
+    if cfg.model.num_tasks not in (0, len(TASKS)) or (cfg.model.num_tasks and not cfg.model.condition_channels):
+        parser.error(f"model.num_tasks must be 0 or {len(TASKS)} (the tasks {list(TASKS)}), with condition_channels "
+                     f"(an edit's source is its condition), got {cfg.model.num_tasks}")
     if cfg.model.dtype == "bf16" and not fused_on(built.env.device_target or ms.get_context("device_target")):
         parser.error("model.dtype bf16 needs Ascend: MindSpore's CPU kernels have no bf16 (use --model.dtype fp32)")
     if launched_processes() > 1 and not built.env.distributed:

@@ -43,38 +43,40 @@ def cache_tae_latents(csv_path: str, output_folder: str, buckets: list[Bucket], 
     remove_stale_temporaries(output_folder, recursive=True)
     dataset = VideoDataset(csv_path, buckets, video_folder=video_folder, target_fps=target_fps,
                            frame_stride=frame_stride, random_clip_start=False)
-    first_index = {}
+    first_index = {}  # video -> (sample index, "video" or "source_video": the file as the sample's result or source)
     for index, sample in enumerate(dataset.samples):
-        first_index.setdefault(sample.row.video, index)  # a video listed twice is encoded once
+        first_index.setdefault(sample.row.video, (index, "video"))  # a video listed twice is encoded once
+        if sample.row.source_video:
+            first_index.setdefault(sample.row.source_video, (index, "source_video"))
     counts = {"written": 0, "skipped": 0, "failed": 0}
-    todo = defaultdict(list)  # bucket -> sample indices, so one TAE call sees one shape
+    todo = defaultdict(list)  # bucket -> [(video, sample index, key)], so one TAE call sees one shape
     for video in sorted(first_index)[rank::world_size]:
         if os.path.isfile(latent_path(output_folder, video)):
             counts["skipped"] += 1
         else:
-            todo[int(dataset.group_ids[first_index[video]])].append(first_index[video])
+            index, key = first_index[video]
+            todo[int(dataset.group_ids[index])].append((video, index, key))
     if not todo:
         return counts
     tae = build_tae()
     tae.set_train(False)
     progress = tqdm(total=sum(map(len, todo.values())), desc=f"TAE latents (rank {rank})", unit="video")
-    for group, indices in sorted(todo.items()):
+    for group, entries in sorted(todo.items()):
         bucket = dataset.buckets[group]
-        for begin in range(0, len(indices), batch_size):
-            chunk = indices[begin:begin + batch_size]
+        for begin in range(0, len(entries), batch_size):
+            chunk = entries[begin:begin + batch_size]
             loaded = []
-            for index in chunk:
+            for video, index, key in chunk:
                 try:
-                    loaded.append((index, dataset.load_sample(index, np.random.default_rng(0))["video"]))
+                    loaded.append((video, index, dataset.load_sample(index, np.random.default_rng(0))[key]))
                 except Exception as error:  # a bad file is reported and skipped; the others are still cached
-                    _logger.warning("skipping %s: %s", dataset.samples[index].row.path, error)
+                    _logger.warning("skipping %s: %s", video, error)
                     counts["failed"] += 1
             if loaded:
-                mean, logvar = tae.encode(ms.Tensor(np.stack([video for _, video in loaded])), tiled=tiled)
+                mean, logvar = tae.encode(ms.Tensor(np.stack([pixels for *_, pixels in loaded])), tiled=tiled)
                 mean, std = mean.asnumpy(), np.exp(0.5 * logvar.asnumpy())
-                for (index, _), sample_mean, sample_std in zip(loaded, mean, std):
-                    row = dataset.samples[index].row
-                    save_latent(latent_path(output_folder, row.video), sample_mean, sample_std, row.video,
+                for (video, index, _), sample_mean, sample_std in zip(loaded, mean, std):
+                    save_latent(latent_path(output_folder, video), sample_mean, sample_std, video,
                                 dataset.samples[index].fps, bucket.frames, bucket.height, bucket.width)
                     counts["written"] += 1
             progress.update(len(chunk))

@@ -12,6 +12,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# The tasks of a model with task embeddings (`DiTConfig.num_tasks` = len(TASKS)), after Emu Edit's task families:
+# generation (text-to-video, or conditioned on frames), an edit of the object (its colour, its shape), of the whole
+# scene (the background), removing or adding an object, and instruction-guided segmentation (marking an object).
+GENERATE = "generate"
+TASKS = (GENERATE, "local", "global", "remove", "add", "segment")
+
+
+def task_index(name: str) -> int:
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; the tasks are {list(TASKS)}")
+    return TASKS.index(name)
+
 
 def condition_input(latent: np.ndarray, known: np.ndarray) -> np.ndarray:
     """(B, C + 1, T, H, W) float32 from a latent (B, C, T, H, W) and a known-mask broadcastable to (B, 1, T, H, W)
@@ -46,6 +58,11 @@ def outside_region(latent: np.ndarray, region: np.ndarray) -> np.ndarray:
         raise ValueError(f"an inpainting region must be (T, H, W) = {tuple(grid)} or (H, W) = {tuple(grid[1:])} "
                          f"on the latent grid, got {region.shape}")
     return condition_input(latent, 1.0 - (region > 0.5))
+
+
+def edit_input(source_latent: np.ndarray) -> np.ndarray:
+    """An edit knows its whole source video: the condition input of the source's latent (B, C, T, H, W)."""
+    return condition_input(source_latent, 1.0)
 
 
 def region_on_latent_grid(pixel_mask: np.ndarray, compression=(8, 8, 8)) -> np.ndarray:

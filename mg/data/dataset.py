@@ -6,6 +6,8 @@ Two sources for the visual part:
 - latent mode: cached TAE latents are read and sampled, z = mean + std * eps, returned as `latent` (B, C, T', H', W').
 Text is either returned raw (`caption`, "" when dropped for CFG) or, with `text_emb_folders`, as cached
 `<kind>_emb` (B, L, C) float32 and `<kind>_mask` (B, L) uint8. `fps` (B,) is the FPS of the sampled clip (0 for images).
+A table with edit rows (mg.data.table: `source_video`, `task`) also returns each sample's source as `source_latent`
+or `source_video` (the same clip of it; zeros for a text-to-video row) and `task` (B,) int32 (mg.data.conditions.TASKS).
 
 A sample whose file is missing or cannot be decoded is replaced by another sample of the same group, so batches stay
 full and training never stops on a bad file; it is reported once per run (`note_skipped`, called by the loader in the
@@ -20,6 +22,7 @@ from typing import Optional
 import numpy as np
 
 from mg.data.buckets import Bucket, assign_bucket, parse_buckets
+from mg.data.conditions import task_index
 from mg.data.latent_cache import latent_path, load_latent, read_latent_header
 from mg.data.table import Row, read_table
 from mg.data.text_cache import EMPTY_PROMPT, load_text_emb, prepared_prompt, read_text_emb_shape, text_emb_path
@@ -47,7 +50,8 @@ class VideoDataset:
     """Bucketed video/image + caption dataset read from a CSV, in pixel or cached-latent mode.
 
     Args:
-        csv_path: CSV with columns `video` and `caption` (optional `fps`, `frames`, `height`, `width`).
+        csv_path: CSV with columns `video` and `caption` (optional `fps`, `frames`, `height`, `width`; an edit's
+            `source_video` and `task`: mg.data.table).
         buckets: target shapes with their batch sizes (Bucket objects or dicts with height, width, frames,
             batch_size). In latent mode a latent belongs to the bucket whose shape it encodes.
         video_folder: folder that relative `video` paths are resolved against.
@@ -70,6 +74,7 @@ class VideoDataset:
             raise ValueError(f"text_drop_prob must be in [0, 1], got {text_drop_prob}")
         frame_step(30.0, target_fps, frame_stride)  # validates the sampling options before any file is read
         self.buckets = parse_buckets(buckets)
+        self.csv_path = csv_path
         self.latent_mode = tae_latent_folder is not None
         self.tae_latent_folder = tae_latent_folder
         self.text_emb_folders = dict(text_emb_folders or {})
@@ -93,6 +98,7 @@ class VideoDataset:
         if not samples:
             raise ValueError(f"{csv_path}: no usable sample")
         self.samples = samples
+        self.has_edits = any(s.row.source_video for s in samples)
         self.latent_channels = self._latent_channels()
         # (length, width) of each encoder's cached embeddings (the caches pad every prompt to one length)
         self.text_shapes = {kind: read_text_emb_shape(text_emb_path(folder, self._prompt(samples[0], kind)))
@@ -148,6 +154,18 @@ class VideoDataset:
         if not groups:
             _logger.warning("skipping %s: latent shape %s matches no bucket", path, shape)
             return None
+        if row.source_video:
+            source = latent_path(self.tae_latent_folder, row.source_video)
+            try:
+                source_shape = read_latent_header(source)[0]
+            except Exception as error:
+                _logger.warning("skipping %s: the latent cache of its source %s is unreadable (%s)", row.video,
+                                source, error)
+                return None
+            if source_shape != shape:
+                _logger.warning("skipping %s: its latent is %s but its source's (%s) is %s", row.video, shape,
+                                source, source_shape)
+                return None
         return _Sample(row, groups[0], float(metadata["fps"]), channels=shape[0])
 
     def _latent_channels(self) -> Optional[int]:
@@ -175,6 +193,8 @@ class VideoDataset:
     @property
     def column_names(self) -> list[str]:
         names = ["latent" if self.latent_mode else "video", "fps"]
+        if self.has_edits:
+            names += ["source_" + names[0], "task"]
         if self.text_emb_folders:
             for kind in self.text_emb_folders:
                 names += [f"{kind}_emb", f"{kind}_mask"]
@@ -190,15 +210,14 @@ class VideoDataset:
         sample = self.samples[index]
         dropped = rng.random() < self.text_drop_prob
         out = {"fps": np.float32(sample.fps)}
-        if self.latent_mode:
-            mean, std = load_latent(latent_path(self.tae_latent_folder, sample.row.video))
-            out["latent"] = mean + std * rng.standard_normal(mean.shape, dtype=np.float32)
-        else:
-            bucket = self.buckets[sample.group]
-            start = rng.random() if self.random_clip_start else 0.5
-            indices = [0] if sample.row.is_image else clip_indices(sample.num_frames, bucket.frames, sample.step, start)
-            frames = read_frames(sample.row.path, indices)
-            out["video"] = to_model_range(resize_center_crop(frames, bucket.height, bucket.width))
+        key = "latent" if self.latent_mode else "video"
+        start = None if self.latent_mode else (rng.random() if self.random_clip_start else 0.5)
+        out[key] = self._visual(sample, sample.row.video, sample.row.path, rng, start)
+        if self.has_edits:
+            source = sample.row.source_video
+            out["source_" + key] = (self._visual(sample, source, sample.row.source_path, rng, start) if source
+                                    else np.zeros_like(out[key]))
+            out["task"] = np.int32(task_index(sample.row.task))
         if self.text_emb_folders:
             for kind, folder in self.text_emb_folders.items():
                 prompt = EMPTY_PROMPT if dropped else self._prompt(sample, kind)
@@ -206,6 +225,16 @@ class VideoDataset:
         else:
             out["caption"] = EMPTY_PROMPT if dropped else sample.row.caption
         return out
+
+    def _visual(self, sample: _Sample, video: str, path: str, rng: np.random.Generator, start) -> np.ndarray:
+        """A latent drawn from the posterior cached for `video`, or the clip of the file at `path` that begins at
+        `start` (a fraction of where it may begin: an edit's source and result give the same clip)."""
+        if self.latent_mode:
+            mean, std = load_latent(latent_path(self.tae_latent_folder, video))
+            return mean + std * rng.standard_normal(mean.shape, dtype=np.float32)
+        bucket = self.buckets[sample.group]
+        indices = [0] if sample.row.is_image else clip_indices(sample.num_frames, bucket.frames, sample.step, start)
+        return to_model_range(resize_center_crop(read_frames(path, indices), bucket.height, bucket.width))
 
     def load_batch(self, indices, seeds) -> tuple[dict, list]:
         """A batch: sample `indices[i]` drawn with randomness `np.random.default_rng(seeds[i])`; and the samples that

@@ -3,6 +3,10 @@
 Optional columns `fps`, `frames`, `height`, `width` describe the source file; where they are missing the file is
 probed when its metadata is needed. The file is UTF-8; a row whose path or caption is not (or whose caption is
 empty, where captions are needed) is skipped with a warning naming the file and line, like any other bad sample.
+
+An edit's training rows (mg.data.conditions, Movie Gen Edit) add `source_video`, the video the instruction in
+`caption` is applied to (`video` is the result), and `task`, the edit's task (mg.data.conditions.TASKS); rows
+without them are text-to-video rows of the same table. A `task` the model does not know makes the whole file fail.
 """
 import logging
 import math
@@ -12,8 +16,11 @@ from typing import Optional
 
 import pandas as pd
 
+from mg.data.conditions import GENERATE, TASKS
+
 REQUIRED_COLUMNS = ("video", "caption")
 OPTIONAL_COLUMNS = ("fps", "frames", "height", "width")
+EDIT_COLUMNS = ("source_video", "task")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
 _logger = logging.getLogger(__name__)
@@ -35,6 +42,9 @@ class Row:
     frames: Optional[int] = None
     height: Optional[int] = None
     width: Optional[int] = None
+    source_video: str = ""  # an edit's input video as written in the CSV ("" for text-to-video)
+    source_path: str = ""
+    task: str = GENERATE
 
     @property
     def is_image(self) -> bool:
@@ -56,7 +66,7 @@ def read_table(csv_path: str, video_folder: str = "", require_captions: bool = T
     if not os.path.isfile(csv_path):
         raise FileNotFoundError(f"CSV file not found: {csv_path}")
     # bytes that are not UTF-8 become lone surrogates, so one bad row does not reject the whole file
-    frame = pd.read_csv(csv_path, dtype={"video": str, "caption": str}, keep_default_na=False,
+    frame = pd.read_csv(csv_path, dtype={c: str for c in ("video", "caption") + EDIT_COLUMNS}, keep_default_na=False,
                         na_values={c: [""] for c in OPTIONAL_COLUMNS}, encoding="utf-8",
                         encoding_errors="surrogateescape")
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
@@ -79,9 +89,19 @@ def read_table(csv_path: str, video_folder: str = "", require_captions: bool = T
             }
         except (TypeError, ValueError) as error:
             raise ValueError(f"{csv_path}, line {line}: bad fps/frames/height/width value ({error})") from None
-        path = os.path.join(video_folder, record["video"]) if video_folder else record["video"]
-        rows.append(Row(video=record["video"], path=path, caption=record["caption"], **numbers))
+        edit = {"source_video": record.get("source_video", ""), "task": record.get("task", "") or GENERATE}
+        if edit["task"] not in TASKS:
+            raise ValueError(f"{csv_path}, line {line}: unknown task {edit['task']!r}; the tasks are {list(TASKS)}")
+        if (edit["task"] == GENERATE) != (not edit["source_video"]):
+            raise ValueError(f"{csv_path}, line {line}: an edit row needs both `source_video` and a `task` other "
+                             f"than {GENERATE!r}; a text-to-video row neither")
+        rows.append(Row(video=record["video"], path=_resolve(video_folder, record["video"]), caption=record["caption"],
+                        source_path=_resolve(video_folder, edit["source_video"]), **edit, **numbers))
     return rows
+
+
+def _resolve(folder: str, path: str) -> str:
+    return os.path.join(folder, path) if folder and path else path
 
 
 def _not_utf8(text: str) -> bool:

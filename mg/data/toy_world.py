@@ -114,11 +114,11 @@ def _draw(frame, shape, x, y, size, rgb):
         cv2.fillPoly(frame, [np.round(points).astype(np.int32)], rgb)
 
 
-def render(clip: ToyClip, height, width, num_frames):
-    """uint8 (T, H, W, 3) RGB frames of `clip` (T = 1 for a still image)."""
+def render(clip: ToyClip, height, width, num_frames, background=BACKGROUND):
+    """uint8 (T, H, W, 3) RGB frames of `clip` (T = 1 for a still image) over a plain `background` (RGB)."""
     dx, dy = DIRECTIONS[clip.direction] if clip.direction is not None else (0, 0)
     frames = np.empty((num_frames, height, width, 3), np.uint8)
-    frames[:] = BACKGROUND
+    frames[:] = background
     rgb = tuple(int(c) for c in COLOURS[clip.colour])
     for i in range(num_frames):
         _draw(frames[i], clip.shape, clip.x0 + dx * clip.speed * i, clip.y0 + dy * clip.speed * i, clip.size, rgb)

@@ -1,5 +1,6 @@
 """What a conditioned generation is given (a model with `condition_channels`): an image to start from, a video to
-continue, or a video and a mask to inpaint; read from files, checked before any work, turned into the
+continue, or a video and a mask to inpaint (GivenOptions); or a video to edit by the instruction in the prompt
+(EditOptions, a model with task embeddings too). Read from files, checked before any work, turned into the
 transformer's condition input (mg.data.conditions) through the TAE.
 
 The TAE makes a latent frame of every `temporal_compression` pixel frames, so what is known is known in whole latent
@@ -14,7 +15,7 @@ from typing import Optional
 import numpy as np
 from mindspore import Tensor
 
-from mg.data.conditions import first_frames, outside_region, region_on_latent_grid
+from mg.data.conditions import GENERATE, TASKS, edit_input, first_frames, outside_region, region_on_latent_grid
 from mg.data.transforms import resize_center_crop, to_model_range
 from mg.data.video_io import DecodeError, probe, read_frames
 
@@ -52,15 +53,62 @@ class GivenOptions:
                              f"(the TAE makes a latent frame of every {temporal_compression}), fewer than the "
                              f"{num_frames} generated")
         for option, path in (("image", self.image), ("video", self.video), ("mask", self.mask)):
-            if path is None:
-                continue
-            try:
-                info = probe(path)
-            except DecodeError as err:
-                raise ValueError(f"--condition.{option} {path}: {err}") from None
-            wanted = {"image": 1, "video": self.frames or num_frames, "mask": 1}[option]
-            if info.num_frames < wanted:
-                raise ValueError(f"--condition.{option} {path} has {info.num_frames} frames; {wanted} are needed")
+            if path is not None:
+                _check_readable(f"condition.{option}", path,
+                                {"image": 1, "video": self.frames or num_frames, "mask": 1}[option])
+
+
+def _check_readable(option, path, wanted):
+    try:
+        info = probe(path)
+    except DecodeError as err:
+        raise ValueError(f"--{option} {path}: {err}") from None
+    if info.num_frames < wanted:
+        raise ValueError(f"--{option} {path} has {info.num_frames} frames; {wanted} are needed")
+
+
+# Words that say which task an instruction is (Emu Edit predicts the task from the instruction; these rules do it for
+# plain instructions, and --edit.task says it outright).
+_TASK_WORDS = (("segment", ("mark ", "segment", "highlight")), ("remove", ("remove", "delete", "erase")),
+               ("add", ("add ", "insert", "put ")), ("global", ("background", "style", "weather", "scene")))
+
+
+def instruction_task(instruction: str) -> str:
+    """The task of an edit instruction (mg.data.conditions.TASKS) read from its words; an edit of the object
+    ("local") when no rule says otherwise."""
+    text = f" {instruction.lower()} "
+    for task, words in _TASK_WORDS:
+        if any(word in text for word in words):
+            return task
+    return "local"
+
+
+@dataclass
+class EditOptions:
+    """video: the video to edit; the prompts are the instructions ("make it blue"), one edited video each. task: the
+    edits' task (mg.data.conditions.TASKS, not generate); None reads each instruction's (`instruction_task`)."""
+    video: Optional[str] = None
+    task: Optional[str] = None
+
+    @property
+    def given(self) -> bool:
+        return self.video is not None or self.task is not None
+
+    def check(self, num_frames: int) -> None:
+        if self.video is None:
+            raise ValueError("--edit.task applies to --edit.video: give the video to edit")
+        if self.task is not None and (self.task not in TASKS or self.task == GENERATE):
+            raise ValueError(f"--edit.task {self.task!r}: choose one of {[t for t in TASKS if t != GENERATE]}")
+        _check_readable("edit.video", self.video, num_frames)
+
+    def task_of(self, instruction: str) -> str:
+        return self.task or instruction_task(instruction)
+
+
+def edit_latent(edit: EditOptions, tae, num_frames: int, height: int, width: int) -> np.ndarray:
+    """The condition input (1, C + 1, T', h, w) of an edit: the whole source video is known."""
+    pixels = _pixels(edit.video, num_frames, height, width)
+    return edit_input(tae.scale_latent(tae.encode(_tensor(pixels), tiled=True)[0]).asnumpy())
 
 
 def _pixels(path, frames, height, width):

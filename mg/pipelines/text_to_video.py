@@ -10,7 +10,8 @@ import numpy as np
 from mindspore import Tensor
 from tqdm.auto import tqdm
 
-from mg.pipelines.given import GivenOptions, condition_latent
+from mg.data.conditions import GENERATE, condition_input, task_index
+from mg.pipelines.given import EditOptions, GivenOptions, condition_latent, edit_latent
 from mg.pipelines.outputs import check_formats, save_video
 from mg.pipelines.sizes import resolve_size
 from mg.pipelines.text import TextConditioner
@@ -104,7 +105,7 @@ class MovieGenPipeline:
                  fps: float = 16, num_steps: int = 50, schedule: str = "linear_quadratic",
                  guidance_scale: float = 7.5, negative_prompt: str = "", seed: int = 0, batch_size: int = 1,
                  jit: bool = True, decode: bool = True, tiled_decode: bool = True, progress: bool = True,
-                 condition: Optional[GivenOptions] = None):
+                 condition: Optional[GivenOptions] = None, edit: Optional[EditOptions] = None):
         """Yield a `Generation` per batch of prompts.
 
         Args:
@@ -127,13 +128,15 @@ class MovieGenPipeline:
             progress: show progress bars over prompts and steps.
             condition: what every video is given (mg.pipelines.given: an image to start from, a video to continue
                 or to inpaint); needs a transformer trained with conditions (`condition_channels`).
+            edit: a video to edit, the prompts being instructions (mg.pipelines.given); needs a transformer trained
+                to edit (`condition_channels` and `num_tasks`).
         """
         if isinstance(prompts, str) or not prompts or not all(isinstance(p, str) for p in prompts):
             raise ValueError("prompts must be a non-empty list of strings")
         sampler = check_options(num_frames, fps, num_steps, schedule, guidance_scale, batch_size)
         height, width = resolve_size(height, width, aspect_ratio, resolution, self.size_multiple)
         shape = self.latent_shape(num_frames, height, width)
-        given = self.condition_input(condition, num_frames, height, width)
+        given = self.condition_input(condition, edit, num_frames, height, width)
         prompt_fps = fps if num_frames > 1 else None
         bar = tqdm(total=len(prompts), desc="videos", unit="video", disable=not progress)
         for start in range(0, len(prompts), batch_size):
@@ -143,6 +146,9 @@ class MovieGenPipeline:
             cond = self.text.encode(batch, prompt_fps)
             uncond = self.text.encode_negative(negative_prompt, len(batch), prompt_fps) if guidance_scale != 1 else None
             extra = () if given is None else (Tensor(np.repeat(given, len(batch), axis=0)),)
+            if self.dit.config.num_tasks:
+                tasks = [edit.task_of(p) if edit is not None and edit.given else GENERATE for p in batch]
+                extra += (Tensor(np.array([task_index(task) for task in tasks], np.int32)),)
             latents = sampler.sample(self.velocity_fn(jit), noise, _tensors(cond, extra), _tensors(uncond, extra),
                                      progress=progress)
             videos = (np.stack([self.decode(latents[i:i + 1], num_frames, tiled_decode)[0] for i in range(len(batch))])
@@ -154,15 +160,29 @@ class MovieGenPipeline:
             yield Generation(batch, [seed] * len(batch), videos, latents.asnumpy(), prompt_fps, seconds)
         bar.close()
 
-    def condition_input(self, condition, num_frames, height, width):
-        """The condition input (1, C + 1, T', h, w) of what the videos are given, or None (text only)."""
-        if condition is None or not condition.given:
-            return None
-        if not self.dit.config.condition_channels:
+    def condition_input(self, condition, edit, num_frames, height, width):
+        """The condition input (1, C + 1, T', h, w) of what the videos are given or edit, or None (text only; a
+        model with task embeddings takes a condition of nothing known)."""
+        conditioning = condition is not None and condition.given
+        editing = edit is not None and edit.given
+        if conditioning and editing:
+            raise ValueError("--edit.video edits a video: do not combine it with --condition.*")
+        if (conditioning or editing) and not self.dit.config.condition_channels:
             raise ValueError("this transformer was trained for text-to-video only (no condition_channels): it "
-                             "cannot start from an image or a video (--condition.*)")
-        condition.check(num_frames, self.tae.config.temporal_compression)
-        return condition_latent(condition, self.tae, num_frames, height, width)
+                             "cannot start from or edit an image or a video (--condition.*, --edit.*)")
+        if editing and not self.dit.config.num_tasks:
+            raise ValueError("this transformer was not trained to edit (no task embeddings, num_tasks): --edit.* "
+                             "needs a model trained as docs/editing.md says")
+        if editing:
+            edit.check(num_frames)
+            return edit_latent(edit, self.tae, num_frames, height, width)
+        if conditioning:
+            condition.check(num_frames, self.tae.config.temporal_compression)
+            return condition_latent(condition, self.tae, num_frames, height, width)
+        if self.dit.config.num_tasks:
+            shape = self.latent_shape(num_frames, height, width)
+            return condition_input(np.zeros((1, *shape), np.float32), 0.0)
+        return None
 
     def decode(self, latents, num_frames, tiled=True):
         """Scaled DiT latents (B, C, T', h, w) -> float32 video (B, 3, num_frames, H, W) clipped to [-1, 1]."""

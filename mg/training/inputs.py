@@ -39,6 +39,9 @@ class ModelInputs:
             if kind in config.text_encoders and width != config.text_encoders[kind]:
                 raise ValueError(f"{dataset.text_emb_folders[kind]}: the cached {kind} embeddings are {width} wide "
                                  f"but model.text_encoders.{kind} = {config.text_encoders[kind]}")
+        if dataset.has_edits and not (config.num_tasks and config.condition_channels):
+            raise ValueError(f"{dataset.csv_path} holds edits (source_video, task) but the transformer has no task "
+                             "embeddings or condition channels (set model.num_tasks and model.condition_channels)")
         if not dataset.latent_mode and self.tae is None:
             raise ValueError("the dataset reads videos (no dataset.tae_latent_folder) but no TAE encodes them: set "
                              "tae.path to a TAE checkpoint")
@@ -48,17 +51,18 @@ class ModelInputs:
             raise ValueError(f"the transformer reads text from {list(self.encoder_kinds)} but {uncovered} has neither "
                              "a cached folder (dataset.text_emb_folders) nor an encoder (text_encoders)")
 
-    def latents(self, batch, rng):
-        if "latent" in batch:
-            z = batch["latent"].astype(np.float32)
-        elif "video" in batch:
+    def latents(self, batch, rng, prefix=""):
+        """The scaled latents of the batch's videos (`prefix` "source_": of an edit's source videos)."""
+        if prefix + "latent" in batch:
+            z = batch[prefix + "latent"].astype(np.float32)
+        elif prefix + "video" in batch:
             if self.tae is None:
                 raise ValueError("the batch holds videos but no TAE was given (set tae.path and use pixel mode)")
-            mean, logvar = self.tae.encode(ms.Tensor(batch["video"].astype(np.float32)), tiled=self.tiled)
+            mean, logvar = self.tae.encode(ms.Tensor(batch[prefix + "video"].astype(np.float32)), tiled=self.tiled)
             mean, std = mean.asnumpy(), np.exp(0.5 * logvar.asnumpy())
             z = mean + std * rng.standard_normal(mean.shape).astype(np.float32)
         else:
-            raise KeyError(f"batch has neither 'latent' nor 'video' (keys: {sorted(batch)})")
+            raise KeyError(f"batch has neither '{prefix}latent' nor '{prefix}video' (keys: {sorted(batch)})")
         return ms.Tensor((z - self.shift) * self.scale)
 
     def text(self, batch):

@@ -16,6 +16,7 @@ import numpy as np
 from mindspore import ParameterTuple, ops
 from mindspore.common.initializer import Zero, initializer
 
+from mg.data.conditions import GENERATE, edit_input, task_index
 from mg.models.dit.io import config_to_dict
 
 
@@ -131,8 +132,22 @@ class FlowMatchingTrainStep(TrainStep):
         x1, embs, masks = self.inputs(batch, rng)
         x0 = ms.Tensor(self.flow.sample_noise(x1.shape, rng))
         t = ms.Tensor(self.flow.sample_t(x1.shape[0], rng))
-        condition = () if self.conditions is None else (ms.Tensor(self.conditions.draw(x1.asnumpy(), rng)),)
-        return {"loss": float(self(x1, x0, t, embs, masks, *condition).asnumpy())}
+        return {"loss": float(self(x1, x0, t, embs, masks, *self.condition_inputs(batch, x1, rng)).asnumpy())}
+
+    def condition_inputs(self, batch, x1, rng):
+        """A conditioned model's extra inputs: the condition, and the tasks of a model with task embeddings. An edit
+        sample (a task other than generation) knows its whole source video; the others draw what they are given
+        (self.conditions)."""
+        if self.conditions is None:
+            return ()
+        condition = self.conditions.draw(x1.asnumpy(), rng)
+        if not self.model.config.num_tasks:
+            return (ms.Tensor(condition),)
+        tasks = np.asarray(batch.get("task", np.zeros(x1.shape[0])), np.int32)
+        edits = tasks != task_index(GENERATE)
+        if edits.any():
+            condition[edits] = edit_input(self.inputs.latents(batch, rng, "source_").asnumpy()[edits])
+        return ms.Tensor(condition), ms.Tensor(tasks)
 
     def validate(self):
         return self.flow.validation_loss(self.model, self.valid_batches, self.valid_num_t, self.valid_seed)

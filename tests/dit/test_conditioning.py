@@ -98,7 +98,7 @@ def test_a_conditioned_model_compiles_with_and_without_a_condition():
     np.testing.assert_allclose(got.asnumpy(), eager, rtol=1e-5, atol=1e-5)
 
 
-def test_only_a_text_to_video_checkpoint_may_lack_the_conditioning(tmp_path):
+def test_a_checkpoint_may_lack_only_whole_groups_of_the_conditioning(tmp_path):
     t2v, conditioned = _pair()
     weights = _random_weights(conditioned, seed=3)
     partial = {k: v for k, v in weights.items() if k != "task_embed.vector"}  # conditioned, but incomplete
@@ -116,3 +116,14 @@ def test_only_a_text_to_video_checkpoint_may_lack_the_conditioning(tmp_path):
     x, t, text, mask, condition = _inputs()
     load_dit_weights(t2v, _random_weights(t2v))
     np.testing.assert_array_equal(started(x, t, text, mask, condition).asnumpy(), t2v(x, t, text, mask).asnumpy())
+    # a conditioned model without tasks (image-to-video) is where an editing model starts: the task embeddings are
+    # added at their initialisation, the condition weights kept
+    no_tasks = {k: v for k, v in weights.items() if not k.startswith("task_embed")}
+    file = save_checkpoint(tmp_path / "conditioned", {f"ema/{k}": v for k, v in no_tasks.items()}, {})
+    editing = build_dit(dit_config("tiny", **CONDITIONED), 0, pretrained=file)
+    np.testing.assert_array_equal(editing.condition_embed.proj.weight.asnumpy(),
+                                  weights["condition_embed.proj.weight"])
+    assert not editing.task_embed.vector.asnumpy().any()
+    model = MovieGenDiT(dit_config("tiny", **CONDITIONED))
+    load_dit_weights(model, no_tasks, "conditioned")
+    np.testing.assert_array_equal(model.condition_embed.proj.weight.asnumpy(), weights["condition_embed.proj.weight"])

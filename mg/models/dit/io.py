@@ -52,12 +52,13 @@ CONDITIONING = ("condition_embed.", "task_embed.")  # the parameters conditionin
 
 
 def conditioning_added(expected_names, given_names):
-    """The parameters of a conditioned model (`expected_names`) that a text-to-video checkpoint (`given_names`, with
-    no conditioning parameters at all) lacks: they keep their initialisation, zero input weights for the condition,
-    so the checkpoint's model is where training starts."""
-    if any(name.startswith(CONDITIONING) for name in given_names):
-        return set()
-    return {name for name in expected_names if name.startswith(CONDITIONING)}
+    """The parameters of a conditioned model (`expected_names`) that a checkpoint (`given_names`) lacks as a whole
+    group (the condition input, the task embeddings): they keep their initialisation, zero input weights, so the
+    checkpoint's model is where training starts (a text-to-video model, or a conditioned one gaining tasks). A group
+    the checkpoint holds in part is not added: the missing names are refused."""
+    given = [name for name in given_names if name.startswith(CONDITIONING)]
+    absent = [group for group in CONDITIONING if not any(name.startswith(group) for name in given)]
+    return {name for name in expected_names if name.startswith(tuple(absent))} if absent else set()
 
 
 def load_dit_weights(model, weights, source="checkpoint", spatial_growth="extend"):
