@@ -83,18 +83,19 @@ def build_parser():
     for stage in ("stage1", "stage2", "stage3"):
         stages[stage] = ArgumentParser(description=f"write edit_{stage}.csv")
         stages[stage].add_argument("--data_folder", type=str, required=True, help="the toy dataset's folder")
-        stages[stage].add_argument("--seed", type=int, default=0)
+        if stage != "stage3":  # stage 3 samples with sample.seed
+            stages[stage].add_argument("--seed", type=int, default=0, help="of the stills, scenes and paths")
     stages["stage1"].add_argument("--stills_per_pair", type=int, default=6,
                                   help="stills per (colour, shape), each edited every way it can be")
     stages["stage2"].add_argument("--animated", type=int, default=480, help="animated-frame pairs")
     stage3 = stages["stage3"]
     stage3.add_argument("--config", action=ActionConfigFile, help="an inference YAML (configs/inference/toy.yaml)")
-    stage3.add_argument("--videos_per_combo", type=int, default=3, help="training videos edited per combination")
+    stage3.add_argument("--videos_per_combo", type=int, default=2, help="training videos edited per combination")
     stage3.add_argument("--max_path_error", type=float, default=2.0,
                         help="pixels the edited object may stray from the real one's path and still be kept")
     stage3.add_function_arguments(load_pipeline, "model")
     stage3.add_method_arguments(MovieGenPipeline, "generate", "sample",
-                                skip={"prompts", "progress", "decode", "condition", "edit", "seed"})
+                                skip={"prompts", "progress", "decode", "condition", "edit"})
     parser = ArgumentParser(description=__doc__.split("\n")[0], prog="make_toy_edit_data.py")
     commands = parser.add_subcommands()
     for name, sub in stages.items():
@@ -124,7 +125,7 @@ def main(argv=None):
     else:
         from mg.pipelines import load_pipeline
         pipeline = load_pipeline(**dict(cfg.model))
-        made, tried = backtranslate(folder, pipeline, {**dict(cfg.sample), "seed": cfg.seed, "progress": False},
+        made, tried = backtranslate(folder, pipeline, {**dict(cfg.sample), "progress": False},
                                     cfg.videos_per_combo, cfg.max_path_error)
         report = {"backtranslation_tried": tried, "backtranslation_accepted": len(made)}
         rows = _previous_rows(folder, 2) + made

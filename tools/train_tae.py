@@ -43,17 +43,23 @@ class TAEModelSettings:
     """preset: a tae_config preset; overrides: TAEConfig fields to change (e.g. {base_channels: 64}). init_from: a TAE
     checkpoint (load_tae) or a diffusers VAE folder to inflate; else from scratch with the encoder's log-variance
     bias at `logvar_init`. dtype: fp32 or bf16 convolutions (bf16: Ascend only). latent_scale_batches: at the end,
-    fit the latent scale/shift on this many video batches (0: keep the config's)."""
+    fit the latent scale/shift on this many video batches (0: keep the config's). trainable: "all", or "decoder"
+    (with init_from): the encoder, and so the latent space and its scale, stay as they are, so transformers trained
+    on its latents keep working while the decoder learns to draw what it drew badly."""
     preset: str = "default"
     overrides: dict = field(default_factory=dict)
     init_from: str = ""
     logvar_init: float = 0.0
     dtype: str = "fp32"
     latent_scale_batches: int = 8
+    trainable: str = "all"
 
     def __post_init__(self):
         if self.dtype not in ("fp32", "bf16"):
             raise ValueError(f"model.dtype must be fp32 or bf16, got {self.dtype!r}")
+        if self.trainable not in ("all", "decoder") or (self.trainable == "decoder" and not self.init_from):
+            raise ValueError(f"model.trainable must be all or decoder (which needs model.init_from: a trained TAE), "
+                             f"got {self.trainable!r}")
         if self.init_from and not Path(self.init_from).exists():
             raise ValueError(f"model.init_from {self.init_from}: no such file or folder")
         if self.latent_scale_batches < 0:
@@ -132,7 +138,8 @@ def main(argv=None):
         if loss.disc_weight:
             disc = PatchDiscriminator(channels=loss.disc_channels, num_layers=loss.disc_layers)
             disc_optimizer = build_adamw(disc.trainable_params(), lr=loss.disc_lr, weight_decay=0.0)
-        optimizer = build_adamw(tae.trainable_params(), lr=opt.lr, weight_decay=opt.weight_decay,
+        learned = tae.decoder if model.trainable == "decoder" else tae
+        optimizer = build_adamw(learned.trainable_params(), lr=opt.lr, weight_decay=opt.weight_decay,
                                 betas=tuple(opt.betas), eps=opt.eps)
         step = TAETrainStep(tae, TAELoss(loss, disc), optimizer, disc_optimizer, jit=env.mode == 0,
                             clip_grad_norm=settings.settings.clip_grad_norm)
@@ -141,7 +148,8 @@ def main(argv=None):
         done = trainer.run()
         if done == settings.steps:
             with trainer.ema.swapped_in() if trainer.ema is not None else nullcontext():
-                export(tae, batches, model.latent_scale_batches, run.path / EXPORT_NAME)
+                export(tae, batches, model.latent_scale_batches if model.trainable == "all" else 0,
+                       run.path / EXPORT_NAME)
         return done
 
 

@@ -58,7 +58,8 @@ def test_train_tae_saves_resumes_and_exports(tmp_path):
     (["--model.dtype", "fp16"], ["model.dtype", "fp16"]),
     (["--train.settings.gradient_accumulation_steps", "2"], ["gradient_accumulation_steps"]),
     (["--data.crop_size", "12"], ["data.crop_size"]),
-], ids=["save-every-0", "dtype", "accumulation", "crop-size"])
+    (["--model.trainable", "decoder"], ["model.trainable", "model.init_from"]),
+], ids=["save-every-0", "dtype", "accumulation", "crop-size", "decoder-from-nothing"])
 def test_train_tae_refuses_bad_values_before_building_anything(train_tae, tmp_path, capsys, monkeypatch, bad, words):
     def no_model(*_):
         raise AssertionError("a model was built")
@@ -90,6 +91,24 @@ def test_eval_tae_writes_table_and_comparisons(tmp_path):
     assert mean_psnr == pytest.approx((float(rows[0]["psnr"]) + float(rows[1]["psnr"])) / 2)
     assert sorted(p.name for p in (tmp_path / "eval" / "samples").iterdir()) == ["000_a.mp4", "001_b.png"]
     assert cv2.imread(str(tmp_path / "eval" / "samples" / "001_b.png")).shape == (16, 48, 3)  # input | recon
+
+
+def test_a_decoder_fine_tune_keeps_the_encoder_and_the_latent_scale(train_tae, tmp_path):
+    start = TemporalAutoencoder(tae_config("tiny", scaling_factor=0.7, shift_factor=0.2))
+    save_tae(start, tmp_path / "start")
+    train_tae.main(["--model.preset", "tiny", "--model.init_from", str(tmp_path / "start.safetensors"),
+                    "--model.trainable", "decoder", "--data.synthetic", "true", "--data.height", "16",
+                    "--data.width", "16", "--data.frames", "8", "--data.video_batch_size", "1",
+                    "--data.image_batch_size", "2", "--train.output_path", str(tmp_path / "run"),
+                    "--train.steps", "2", "--train.optimizer.lr", "1e-2", "--env.mode", "1", "--train.ema", ""])
+    tuned = load_tae(tmp_path / "run" / "tae.safetensors")
+    before = {p.name: p.asnumpy() for p in start.trainable_params()}
+    after = {p.name: p.asnumpy() for p in tuned.trainable_params()}
+    changed = {name: not np.array_equal(value, before[name]) for name, value in after.items()}
+    assert not any(c for name, c in changed.items() if not name.startswith("decoder."))
+    decoder = [c for name, c in changed.items() if name.startswith("decoder.")]
+    assert sum(decoder) > 0.5 * len(decoder)  # (a zero-initialised attention output leaves its query unmoved)
+    assert (tuned.config.scaling_factor, tuned.config.shift_factor) == (0.7, 0.2)
 
 
 @pytest.fixture(scope="module")
