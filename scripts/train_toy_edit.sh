@@ -34,8 +34,9 @@ edit_data 1
 edit_stage 1 "$EXPORT/dit_conditioned.safetensors"
 edit_data 2
 edit_stage 2 "$RUN/dit_edit_stage1/model.safetensors"
+[ -f "$RUN/data/edit_tae.csv" ] || python tools/make_toy_edit_data.py tae --data_folder "$RUN/data"
 [ -f "$RUN/tae_edit/tae.safetensors" ] || python tools/train_tae.py --config configs/tae/train_toy.yaml \
-  --config configs/tae/train_toy_edit.yaml --model.init_from "$TAE" --data.csv_path "$RUN/data/edit_stage2.csv" \
+  --config configs/tae/train_toy_edit.yaml --model.init_from "$TAE" --data.csv_path "$RUN/data/edit_tae.csv" \
   --train.output_path "$RUN/tae_edit" $([ -f "$RUN/tae_edit/config.yaml" ] && echo "--train.resume latest")
 cp "$RUN/tae_edit/tae.safetensors" "$EXPORT/tae_edit.safetensors"
 cp "$RUN/tae_edit/tae.json" "$EXPORT/tae_edit.json"

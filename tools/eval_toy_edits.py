@@ -7,7 +7,9 @@ measures whether what must not change stayed (the object's direction and path, t
         --models '{"stage I": runs/toy/dit_edit_stage1/ckpt, "stage III": checkpoints/toy/dit_edit.safetensors}' \
         [--per_frame_model runs/toy/dit_edit_stage1/ckpt] [--videos_per_combo 2] --output_path runs/toy/eval_edits
 
---per_frame_model adds the baseline that edits every frame on its own as an image (the same seed for every frame).
+--per_frame_model adds the baseline that edits every frame on its own as an image (the same seed for every frame);
+--tae_ceiling adds the perfect edits (each video's scene rendered after the edit) through the pipeline's TAE: the
+most a model working through that TAE can score.
 Writes eval_toy_edits.json (per edit) and eval_toy_edits.md (the table) into output_path (numbered, never replaced)
 and prints the table. Goals: colour and background edits >= 90% with the path kept to <= 2 px median error, shape
 edits >= 75%.
@@ -22,8 +24,11 @@ import cv2
 import numpy as np
 import pandas as pd
 from jsonargparse import ActionConfigFile, ArgumentParser
+from mindspore import Tensor
 
-from mg.data.toy_edits import MEASURED_KINDS, judge, measured_edits
+from mg.data.toy_edit_data import toy_world_params
+from mg.data.toy_edits import MEASURED_KINDS, Scene, judge, measured_edits, render_scene
+from mg.data.toy_world import dataset_clip
 from mg.data.transforms import to_model_range
 from mg.data.video_io import probe, read_frames
 from mg.models.tae.media import to_uint8_frames
@@ -34,10 +39,12 @@ from mg.pipelines.text_to_video import MovieGenPipeline, check_options
 
 _logger = logging.getLogger("eval_toy_edits")
 PER_FRAME = "per-frame image edits"
+CEILING = "rendered edits through the TAE"
 
 
 def held_out_videos(csv_path, videos_per_combo):
-    """The first `videos_per_combo` videos of each combination of a toy CSV: [(path, colour, shape, direction)]."""
+    """The first `videos_per_combo` videos of each combination of a toy CSV: [(path, colour, shape, direction)]
+    (the file names say which clip of its combination each is: <colour>_<shape>_<direction>_<k>.mp4)."""
     table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
     missing = [c for c in ("video", "colour", "shape", "direction") if c not in table.columns]
     if missing:
@@ -66,16 +73,35 @@ def edit_frames_apart(pipeline, path, instructions, sample, scratch):
     return [np.stack(frames_k) for frames_k in edited]
 
 
+def rendered_edits(tae, path, colour, shape, direction, edits):
+    """The perfect edits of a toy dataset's video (its clip re-drawn from toy_world.json), encoded and decoded by
+    `tae`."""
+    params = toy_world_params(Path(path).parents[1])
+    k = int(Path(path).stem.rsplit("_", 1)[1])
+    clip = dataset_clip(params["seed"], colour, shape, direction, k, params["height"], params["width"],
+                        params["num_frames"], params["shape_size"], params["position_jitter"])
+    outputs = []
+    for edit in edits:
+        frames = render_scene(edit.apply(Scene(clip)), params["height"], params["width"], params["num_frames"])
+        latent = tae.encode(Tensor(to_model_range(frames)[None]))[0]
+        outputs.append(to_uint8_frames(np.clip(tae.decode(latent, len(frames)).asnumpy()[0], -1, 1)))
+    return outputs
+
+
 def evaluate(pipeline, name, videos, sample, per_frame=False, scratch=None, save_to=None, output=None):
-    """Judge `pipeline`'s edits of `videos`; `save_to`: a folder to write the edited videos into (OutputOptions
-    `output`)."""
+    """Judge `pipeline`'s edits of `videos` (or, for CEILING, its TAE's rendering of perfect ones); `save_to`: a
+    folder to write the edited videos into (OutputOptions `output`)."""
     records = []
     for path, colour, shape, direction in videos:
         source = read_frames(path, np.arange(min(probe(path).num_frames, sample["num_frames"])))
         edits = measured_edits(colour, shape)
         instructions = [edit.instruction for edit in edits]
-        outputs = (edit_frames_apart(pipeline, path, instructions, sample, scratch) if per_frame
-                   else edit_video(pipeline, path, instructions, sample))
+        if name == CEILING:
+            outputs = rendered_edits(pipeline.tae, path, colour, shape, direction, edits)
+        elif per_frame:
+            outputs = edit_frames_apart(pipeline, path, instructions, sample, scratch)
+        else:
+            outputs = edit_video(pipeline, path, instructions, sample)
         for edit, edited in zip(edits, outputs):
             records.append({"model": name, "video": path, "direction": direction, "kind": edit.kind,
                             "instruction": edit.instruction, **judge(edit, source, edited)})
@@ -121,6 +147,8 @@ def build_parser():
                              "model.dit_checkpoint alone)")
     parser.add_argument("--per_frame_model", type=Optional[str], default=None,
                         help="also the baseline: this model edits each frame apart, as an image")
+    parser.add_argument("--tae_ceiling", type=bool, default=False,
+                        help="also the perfect edits through the TAE (needs the toy dataset's toy_world.json)")
     parser.add_argument("--videos_per_combo", type=int, default=2, help="held-out videos edited per combination")
     parser.add_argument("--save_videos", type=bool, default=False, help="write the edited videos too (output.*)")
     parser.add_argument("--output_path", type=str, default="eval_toy_edits")
@@ -144,6 +172,8 @@ def main(argv=None):
     model.pop("dit_checkpoint", None)
     if cfg.per_frame_model:
         checkpoints[PER_FRAME] = cfg.per_frame_model
+    if cfg.tae_ceiling:  # any of the models brings the TAE
+        checkpoints[CEILING] = next(iter(checkpoints.values()))
     missing = [path for path in checkpoints.values() if not Path(path).exists()
                and not Path(path).with_suffix(".safetensors").exists()]
     if missing:

@@ -3,8 +3,10 @@ toy dataset folder (tools/make_toy_dataset.py), as edit-training CSVs (mg.data.t
 
     python tools/make_toy_edit_data.py stage1 --data_folder runs/toy/data        # edit_stage1.csv
     python tools/make_toy_edit_data.py stage2 --data_folder runs/toy/data        # edit_stage2.csv
-    python tools/make_toy_edit_data.py stage3 --data_folder runs/toy/data --config configs/inference/toy.yaml \
-        --model.dit_checkpoint runs/toy/dit_edit_stage2/ckpt                     # edit_stage3.csv
+    python tools/make_toy_edit_data.py stage3 --data_folder runs/toy/data \
+        --config configs/train/toy_edit_backtranslate.yaml \
+        --model.dit_checkpoint runs/toy/dit_edit_stage2/model.safetensors       # edit_stage3.csv
+    python tools/make_toy_edit_data.py tae --data_folder runs/toy/data           # edit_tae.csv
 
 stage1: image-edit pairs (stills before and after each edit) and the training videos as text-to-video rows.
 stage2: adds animated-frame pairs (image pairs moved by one random affine path) and instruction-guided segmentation
@@ -12,6 +14,8 @@ stage2: adds animated-frame pairs (image pairs moved by one random affine path) 
 stage3: backtranslation: the stage-II model edits training videos; outputs the toy classifiers accept (the edit
         shows, the object keeps its direction and path) become inputs of the inverse instruction with the real video
         as the target; added to stage 2's rows.
+tae:    not edits: the training videos and each training combination in every scene an edit can leave (white
+        background, the added square, the shape removed or marked), for the toy TAE's decoder to learn to draw.
 Every file a CSV names must then be cached (tools/cache_tae_latents.py, tools/cache_text_embeddings.py), as
 scripts/train_toy_edit.sh does.
 """
@@ -25,7 +29,7 @@ import pandas as pd
 from jsonargparse import ActionConfigFile, ArgumentParser
 
 from mg.data.toy_edit_data import (text_to_video_rows, toy_world_params, write_animated_edits, write_edit_csv,
-                                   write_image_edits, write_marked)
+                                   write_image_edits, write_marked, write_scene_videos)
 
 _logger = logging.getLogger("make_toy_edit_data")
 # The edits backtranslation asks of the stage-II model (each has an inverse the toy vocabulary says).
@@ -80,7 +84,7 @@ def build_parser():
     from mg.pipelines.text_to_video import MovieGenPipeline
 
     stages = {}
-    for stage in ("stage1", "stage2", "stage3"):
+    for stage in ("stage1", "stage2", "stage3", "tae"):
         stages[stage] = ArgumentParser(description=f"write edit_{stage}.csv")
         stages[stage].add_argument("--data_folder", type=str, required=True, help="the toy dataset's folder")
         if stage != "stage3":  # stage 3 samples with sample.seed
@@ -119,6 +123,8 @@ def main(argv=None):
     report = {}
     if stage == "stage1":
         rows = write_image_edits(folder, cfg.seed, cfg.stills_per_pair) + text_to_video_rows(folder / "train.csv")
+    elif stage == "tae":
+        rows = text_to_video_rows(folder / "train.csv") + write_scene_videos(folder, cfg.seed)
     elif stage == "stage2":
         rows = (_previous_rows(folder, 1) + write_animated_edits(folder, cfg.seed, cfg.animated)
                 + write_marked(folder, folder / "train.csv"))

@@ -16,6 +16,7 @@ them, segmentation targets are derived from the video itself, backtranslation's 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -23,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from mg.data.toy_edits import ADDED_BOX, Scene, ToyEdit, mark, render_scene
-from mg.data.toy_world import COLOURS, SHAPES, plan_clip
+from mg.data.toy_world import COLOURS, SHAPES, all_combos, plan_clip
 from mg.data.video_io import probe, read_frames
 from mg.models.tae.media import write_video
 
@@ -154,6 +155,33 @@ def write_marked(folder, csv_path) -> list[dict]:
         write_video(folder / target, mark(frames), float(record["fps"]))
         rows.append(_row(target, instruction, record["fps"], record["frames"], record["height"], record["width"],
                          record["video"], ToyEdit("mark").task))
+    return rows
+
+
+SCENE_VARIANTS = {"white": Scene(None, "white"), "added": Scene(None, added=True),
+                  "white_added": Scene(None, "white", added=True)}
+
+
+def write_scene_videos(folder, seed=0) -> list[dict]:
+    """Videos for the TAE (not edit pairs): a clip of every training combination in each scene an edit can leave
+    (white background, the added square, both, the shape removed, the shape marked in black), under edits/scenes/;
+    returned as text-to-video rows. A TAE trained on the toy world alone draws these as patterns."""
+    folder, params = Path(folder), toy_world_params(folder)
+    h, w, frames, fps = params["height"], params["width"], params["num_frames"], params["fps"]
+    held = {tuple(c.split()) for c in params["holdout"]}
+    rows = []
+    for i, (colour, shape, direction) in enumerate(c for c in all_combos() if c not in held):
+        rng = np.random.default_rng([seed, 40_000, i])
+        clip = plan_clip(rng, colour, shape, direction, h, w, frames, size=params["shape_size"],
+                         jitter=params["position_jitter"])
+        videos = {name: render_scene(replace(scene, clip=clip), h, w, frames)
+                  for name, scene in SCENE_VARIANTS.items()}
+        videos["removed"] = render_scene(Scene(None, ["grey", "white"][i % 2]), h, w, frames)
+        videos["marked"] = mark(render_scene(Scene(clip), h, w, frames))
+        for name, video in videos.items():
+            path = f"edits/scenes/{colour}_{shape}_{direction}_{name}.mp4"
+            write_video(folder / path, video, fps)
+            rows.append(_row(path, f"a {colour} {shape} moving {direction}, {name}", fps, frames, h, w))
     return rows
 
 

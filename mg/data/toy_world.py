@@ -242,6 +242,14 @@ def all_combos():
     return [(c, s, d) for c in COLOURS for s in SHAPES for d in DIRECTIONS]
 
 
+def dataset_clip(seed, colour, shape, direction, k, height, width, num_frames, shape_size, position_jitter):
+    """Clip k of a combination in the dataset written with these parameters (toy_world.json): drawn from
+    default_rng([seed, index of the combination, k])."""
+    i = all_combos().index((colour, shape, direction))
+    return plan_clip(np.random.default_rng([seed, i, k]), colour, shape, direction, height, width, num_frames,
+                     size=shape_size, jitter=position_jitter)
+
+
 def write_toy_dataset(output_folder, seed=0, height=64, width=64, num_frames=17, fps=8, videos_per_combo=6,
                       images_per_pair=4, holdout=DEFAULT_HOLDOUT, position_jitter=DEFAULT_JITTER, shape_size=None):
     """Write the toy world into a new (or empty) folder and return {csv name: number of rows}.
@@ -262,10 +270,10 @@ def write_toy_dataset(output_folder, seed=0, height=64, width=64, num_frames=17,
     if shape_size is not None and shape_size < 2:
         raise ValueError(f"shape_size must be at least 2 pixels (None: a quarter of the frame), got {shape_size}")
     rows = {"train": [], "heldout": []}
-    for i, (colour, shape, direction) in enumerate(all_combos()):
+    for colour, shape, direction in all_combos():
         for k in range(videos_per_combo):
-            clip = plan_clip(np.random.default_rng([seed, i, k]), colour, shape, direction, height, width, num_frames,
-                             size=shape_size, jitter=position_jitter)
+            clip = dataset_clip(seed, colour, shape, direction, k, height, width, num_frames, shape_size,
+                                position_jitter)
             name = f"videos/{colour}_{shape}_{direction}_{k:03d}.mp4"
             write_video(out / name, render(clip, height, width, num_frames), fps)
             split = "heldout" if (colour, shape, direction) in held else "train"

@@ -11,8 +11,8 @@ from mg.data import VideoDataset
 from mg.data.conditions import TASKS, task_index
 from mg.data.table import read_table
 from mg.data.toy_edit_data import (text_to_video_rows, write_animated_edits, write_edit_csv, write_image_edits,
-                                   write_marked)
-from mg.data.toy_edits import ToyEdit, judge, parse_instruction, shape_masks
+                                   write_marked, write_scene_videos)
+from mg.data.toy_edits import ToyEdit, background_name, judge, parse_instruction, shape_masks
 from mg.data.toy_world import write_toy_dataset
 from mg.data.video_io import probe, read_frames
 
@@ -95,3 +95,17 @@ def test_edit_columns_are_checked(tmp_path):
     csv.write_text("video,caption,source_video,task\na.mp4,make it blue,b.mp4,local\nc.mp4,a red circle,,\n")
     rows = read_table(str(csv), "data")
     assert (rows[0].source_path, rows[0].task, rows[1].task) == (str(Path("data/b.mp4")), "local", TASKS[0])
+
+
+def test_the_tae_scenes_show_what_edits_leave_for_training_combinations_only(toy):
+    folder, _ = toy
+    rows = write_scene_videos(folder)
+    held = set(pd.read_csv(folder / "heldout.csv")["caption"].str.rsplit(",", n=1).str[0])
+    assert len(rows) == 5 * 44 and not any(r["caption"].rsplit(",", 1)[0] in held for r in rows)
+    names = ("white", "added", "white_added", "removed", "marked")  # the first combination's, in this order
+    assert all(r["video"].endswith(f"_{name}.mp4") for r, name in zip(rows, names))
+    first = {name: _frames(folder, r["video"]) for r, name in zip(rows, names)}
+    assert background_name(first["white"]) == "white" and background_name(first["added"]) == "grey"
+    assert judge(ToyEdit("add"), first["white"], first["white_added"])["success"]
+    assert not shape_masks(first["removed"]).any()
+    assert judge(ToyEdit("mark"), first["added"], first["marked"])["success"]
