@@ -52,7 +52,7 @@ def test_readme_conditioned_command_keeps_what_it_is_given_and_follows_the_promp
     assert (tw.classify(frames)["colour"], read["direction"]) == ("green", "right")
 
 
-@pytest.mark.parametrize("instruction", ["make it blue", "make the background white"])
+@pytest.mark.parametrize("instruction", ["make it blue", "make the background white", "remove the shape"])
 def test_readme_edit_command_makes_the_edit_and_keeps_the_motion(inference, tmp_path, monkeypatch, instruction):
     """The committed editing model (checkpoints/toy/dit_edit with tae_edit, scripts/train_toy_edit.sh) edits a freshly
     rendered clip of a held-out combination: the toy classifiers see the edit and the shape keeps its direction."""
@@ -69,4 +69,4 @@ def test_readme_edit_command_makes_the_edit_and_keeps_the_motion(inference, tmp_
                             "--prompts", instruction, "--edit.video", str(tmp_path / "clip.mp4"),
                             "--output_path", str(tmp_path / "out")])
     verdict = te.judge(te.parse_instruction(instruction), clip, read_frames(str(paths[0]), np.arange(17)))
-    assert verdict["success"] and verdict["direction_kept"], verdict
+    assert verdict["success"] and verdict.get("direction_kept", True), verdict
