@@ -13,7 +13,6 @@ ones), read colour, shape and motion direction back from the pixels, and report 
 Writes eval_toy.json (per video and rates) and eval_toy.md (table) into output_path (numbered, never replaced) and
 prints the table. Target: >= 90% colour and direction adherence on held-out combinations.
 """
-import json
 import logging
 from pathlib import Path
 from typing import Literal, Optional
@@ -31,7 +30,7 @@ from mg.data.video_io import probe, read_frames
 from mg.models.tae.media import to_uint8_frames
 from mg.pipelines import load_pipeline
 from mg.pipelines.given import GivenOptions
-from mg.pipelines.outputs import OutputOptions, free_stem, save_video
+from mg.pipelines.outputs import OutputOptions, save_report, save_video
 from mg.pipelines.text_to_video import MovieGenPipeline, check_options
 
 _logger = logging.getLogger("eval_toy")
@@ -208,10 +207,7 @@ def main(argv=None):
                                  cfg.save_videos, cfg.given)
     table, rates = report(records)
     out = Path(cfg.output_path)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = free_stem(out, "eval_toy", [".json", ".md"], overwrite=False)
-    (out / f"{stem}.json").write_text(json.dumps({"rates": rates, "records": records}, indent=1))
-    (out / f"{stem}.md").write_text(table + "\n")
+    stem = save_report(out, "eval_toy", table, {"rates": rates, "records": records})
     print(table)
     _logger.info("wrote %s/%s.json and .md", out, stem)
     return rates

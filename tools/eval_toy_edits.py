@@ -14,7 +14,6 @@ Writes eval_toy_edits.json (per edit) and eval_toy_edits.md (the table) into out
 and prints the table. Goals: colour and background edits >= 90% with the path kept to <= 2 px median error, shape
 edits >= 75%.
 """
-import json
 import logging
 from pathlib import Path
 from typing import Dict, Optional
@@ -34,7 +33,7 @@ from mg.data.video_io import probe, read_frames
 from mg.models.tae.media import to_uint8_frames
 from mg.pipelines import load_pipeline
 from mg.pipelines.given import EditOptions
-from mg.pipelines.outputs import OutputOptions, free_stem, save_video
+from mg.pipelines.outputs import OutputOptions, save_report, save_video
 from mg.pipelines.text_to_video import MovieGenPipeline, check_options
 
 _logger = logging.getLogger("eval_toy_edits")
@@ -189,9 +188,7 @@ def main(argv=None):
         records += evaluate(pipeline, name, videos, sample, per_frame=name == PER_FRAME, scratch=scratch,
                             save_to=out / "videos" if cfg.save_videos else None, output=cfg.output)
     table, rates = report(records)
-    stem = free_stem(out, "eval_toy_edits", [".json", ".md"], overwrite=False)
-    (out / f"{stem}.json").write_text(json.dumps({"rates": rates, "records": records}, indent=1, default=float))
-    (out / f"{stem}.md").write_text(table + "\n")
+    stem = save_report(out, "eval_toy_edits", table, {"rates": rates, "records": records})
     print(table)
     _logger.info("wrote %s/%s.json and .md", out, stem)
     return rates

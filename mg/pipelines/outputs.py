@@ -1,5 +1,6 @@
 """Writing generated videos: file names from prompt and seed, never replacing an existing file unless asked;
 mp4 (mp4v), gif, or a folder of PNG frames (a single PNG for an image); optional latents (safetensors)."""
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,3 +99,14 @@ def save_video(folder, prompt, seed, video, fps, formats=("mp4",), latent=None, 
         save_safetensors(path, {"latent": np.ascontiguousarray(latent, np.float32)}, meta, overwrite=overwrite)
         paths.append(path)
     return paths
+
+
+def save_report(folder, name, table, payload):
+    """Write an evaluation's `payload` (JSON-able; floats for NumPy numbers) as `<name>.json` and its Markdown
+    `table` as `<name>.md` into `folder` (numbered names: an earlier report is never replaced); return the stem."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = free_stem(folder, name, [".json", ".md"], overwrite=False)
+    (folder / f"{stem}.json").write_text(json.dumps(payload, indent=1, default=float))
+    (folder / f"{stem}.md").write_text(table + "\n")
+    return stem
