@@ -145,8 +145,9 @@ class FlowMatchingTrainStep(TrainStep):
             return (ms.Tensor(condition),)
         tasks = np.asarray(batch.get("task", np.zeros(x1.shape[0])), np.int32)
         edits = tasks != task_index(GENERATE)
-        if edits.any():
-            condition[edits] = edit_input(self.inputs.latents(batch, rng, "source_").asnumpy()[edits])
+        if edits.any():  # only the edits' sources are read (in pixel mode: encoded)
+            sources = {key: value[edits] for key, value in batch.items() if key.startswith("source_")}
+            condition[edits] = edit_input(self.inputs.latents(sources, rng, "source_").asnumpy())
         return ms.Tensor(condition), ms.Tensor(tasks)
 
     def validate(self):
