@@ -21,10 +21,10 @@ from jsonargparse import ActionConfigFile, ArgumentParser
 
 from mg.pipelines import load_pipeline
 from mg.models.tae.io import load_tae_config
+from mg.pipelines.cli import add_sampling_arguments, sample_options
 from mg.pipelines.given import EditOptions, GivenOptions
 from mg.pipelines.outputs import OutputOptions, check_formats, free_stem
 from mg.pipelines.prompt_files import read_prompts
-from mg.pipelines.text_to_video import MovieGenPipeline, check_options
 
 _logger = logging.getLogger("inference")
 
@@ -35,9 +35,7 @@ def build_parser():
     parser.add_argument("--prompts", type=str, nargs="+", default=None, help="prompts to generate")
     parser.add_argument("--prompts_file", type=Optional[str], default=None, help=".txt (one per line) or .csv file")
     parser.add_argument("--output_path", type=str, default="output", help="folder for the videos")
-    parser.add_function_arguments(load_pipeline, "model")
-    parser.add_method_arguments(MovieGenPipeline, "generate", "sample",
-                                skip={"prompts", "progress", "condition", "edit"})
+    add_sampling_arguments(parser, skip={"condition", "edit"}, outputs=False)
     parser.add_class_arguments(GivenOptions, "condition")
     parser.add_class_arguments(EditOptions, "edit")
     parser.add_class_arguments(OutputOptions, "output")
@@ -52,9 +50,7 @@ def main(argv=None):
         prompts += read_prompts(cfg.prompts_file)
     if not prompts:
         parser.error("give --prompts and/or --prompts_file")
-    sample = dict(cfg.sample)
-    check_options(sample["num_frames"], sample["fps"], sample["num_steps"], sample["schedule"],
-                  sample["guidance_scale"], sample["batch_size"])
+    sample = sample_options(cfg)
     check_formats(cfg.output.formats)
     given, edit = GivenOptions(**dict(cfg.condition)), EditOptions(**dict(cfg.edit))
     try:  # the files are read and checked before any model is loaded

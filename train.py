@@ -38,6 +38,7 @@ from mg.schedulers import FlowMatching
 from mg.training.checkpoint import find_checkpoint
 from mg.training.dit_init import build_dit
 from mg.training.inputs import ModelInputs
+from mg.training.pixel_loss import PixelLossSettings, PixelSupervisedStep
 from mg.training.run_dir import RunDirectory
 from mg.training.settings import EnvSettings, TrainSettings, parse_memory_size, set_up_environment
 from mg.training.train_step import FlowMatchingTrainStep
@@ -120,6 +121,7 @@ def build_parser():
     parser.add_class_arguments(ConditionTasks, "condition")
     parser.add_class_arguments(FlowMatching, "flow")
     parser.add_class_arguments(TrainSettings, "train")
+    parser.add_class_arguments(PixelLossSettings, "pixel_loss")
     parser.add_class_arguments(ValidSettings, "valid")
     parser.add_class_arguments(ParallelConfig, "parallel")
     return parser
@@ -152,6 +154,14 @@ def parse(parser, argv):
                      f"(an edit's source is its condition), got {cfg.model.num_tasks}")
     if cfg.model.dtype == "bf16" and not fused_on(built.env.device_target or ms.get_context("device_target")):
         parser.error("model.dtype bf16 needs Ascend: MindSpore's CPU kernels have no bf16 (use --model.dtype fp32)")
+    if built.pixel_loss.weight > 0:
+        if built.parallel.tp > 1 or built.parallel.cp > 1:
+            parser.error("pixel_loss.weight > 0 decodes each rank's whole latents: it runs under data parallelism "
+                         "(parallel.dp, ZeRO) only, not with parallel.tp or parallel.cp > 1")
+        cfg.dataset.pixels = True  # the real frames are the pixel loss's targets
+    elif cfg.dataset.pixels:
+        parser.error("dataset.pixels reads every clip's frames for the pixel loss: set pixel_loss.weight > 0, or "
+                     "leave dataset.pixels false")
     if launched_processes() > 1 and not built.env.distributed:
         parser.error(f"msrun launched {launched_processes()} processes but env.distributed is false: every process "
                      "would train alone into the same folder (pass --env.distributed true)")
@@ -178,9 +188,9 @@ def build_model(cfg, seed, groups=None, sp=False, zero_stage=0):
     return build_dit(model_config(cfg), seed, groups, sp, zero_stage, pretrained, cfg.model.spatial_table_growth)
 
 
-def build_inputs(cfg, dataset):
-    """The batch -> model inputs conversion, checked against the dataset before any model is built."""
-    tae = None if dataset.latent_mode else load_tae(cfg.tae.path)
+def build_inputs(cfg, dataset, tae=None):
+    """The batch -> model inputs conversion, checked against the dataset before any model is built. `tae`: the
+    loaded TAE, if the run has one (pixel mode needs it to encode)."""
     encoders = {kind: build_text_encoder(kind, spec.path, spec.max_length)
                 for kind, spec in (cfg.text_encoders or {}).items()}
     config = model_config(cfg)
@@ -188,6 +198,9 @@ def build_inputs(cfg, dataset):
     inputs.check(dataset, config)
     return inputs
 
+
+PIXEL_LOSS_UNPLANNED = ("the memory plan leaves out the pixel loss's TAE decoder (its weights and its activations at "
+                        "full resolution): leave room for them (docs/post_training.md)")
 
 # Text tokens the plan assumes per encoder when no cache or encoder says: the seed's caches (ul2_emb_300,
 # byt5_emb_100) and long-prompt MetaCLIP's 256
@@ -261,11 +274,14 @@ def main(argv=None):
         for option in ignored:
             _logger.info("on %s, ignored: %s", ms.get_context("device_target"), option)
         dataset = VideoDataset(**cfg.dataset.as_dict())
-        inputs = build_inputs(cfg, dataset)
+        tae = load_tae(cfg.tae.path) if not dataset.latent_mode or built.pixel_loss.weight > 0 else None
+        inputs = build_inputs(cfg, dataset, tae)
         groups_layout = Layout(groups.dp, groups.tp, groups.cp, layout.sp, settings.settings.zero_stage) \
             if groups is not None else Layout()
         if groups is None or groups.rank == 0:
             check_memory(*memory_plan(cfg, built, groups_layout, dataset), groups_layout, env.max_device_memory)
+            if built.pixel_loss.weight > 0:
+                _logger.warning(PIXEL_LOSS_UNPLANNED)
         model = build_model(cfg, env.seed, groups, layout.sp, settings.settings.zero_stage)
         opt, clip = settings.optimizer, settings.settings.clip_grad_norm
         if groups is not None:
@@ -280,11 +296,14 @@ def main(argv=None):
         apply_recompute(model, cfg.model.recompute_every, compiled=env.mode == 0)  # last: after parallelize
         loader = VideoDataLoader(dataset, rank=dp_rank, world_size=dp_size, **cfg.dataloader.as_dict())
         held_out = validation_batches(cfg, inputs)
-        step = FlowMatchingTrainStep(model, optimizer, built.flow, jit=env.mode == 0, clip_grad_norm=clip,
-                                     accumulation_steps=settings.settings.gradient_accumulation_steps,
-                                     inputs=inputs, valid_batches=held_out, valid_num_t=built.valid.num_t,
-                                     valid_seed=built.valid.seed,
-                                     conditions=built.condition if cfg.model.condition_channels else None)
+        step_options = dict(jit=env.mode == 0, clip_grad_norm=clip, inputs=inputs, valid_batches=held_out,
+                            accumulation_steps=settings.settings.gradient_accumulation_steps,
+                            valid_num_t=built.valid.num_t, valid_seed=built.valid.seed,
+                            conditions=built.condition if cfg.model.condition_channels else None)
+        if built.pixel_loss.weight > 0:
+            step = PixelSupervisedStep(model, optimizer, built.flow, tae, built.pixel_loss, **step_options)
+        else:
+            step = FlowMatchingTrainStep(model, optimizer, built.flow, **step_options)
         trainer = Trainer(step=step, loader=loader, run=run, settings=settings, seed=env.seed, groups=groups,
                           validate_every=built.valid.every if held_out else 0,
                           run_config=json.loads(parser.dump(cfg, format="json")))

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The toy world end to end on a CPU: synthetic shape videos -> a small TAE -> cached latents and text embeddings
 # -> DiT stage 1 (images) -> stage 2 (images + videos) -> exported checkpoints -> prompt-adherence evaluation.
-# Everything goes to $RUN (default runs/toy); the final models are copied to $EXPORT (default checkpoints/toy).
+# Everything goes to $RUN (default runs/toy); the models are copied to $EXPORT (default checkpoints/toy): the
+# transformer as dit_stage2, which scripts/train_toy_stage4.sh fine-tunes into the committed dit.
 # Running it again continues: finished stages are skipped, an interrupted training resumes from its last checkpoint.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,12 +31,12 @@ train_stage configs/train/toy_stage2_t2iv.yaml "$RUN/dit_stage2" "$RUN/tae/tae.s
   --model.pretrained_model_path "$(ls "$RUN"/dit_stage1/ckpt/step_*.safetensors | tail -n 1)"
 
 mkdir -p "$EXPORT"
-python tools/export_dit.py --checkpoint "$RUN/dit_stage2/ckpt" --output "$EXPORT/dit" --overwrite true
+python tools/export_dit.py --checkpoint "$RUN/dit_stage2/ckpt" --output "$EXPORT/dit_stage2" --overwrite true
 rm -f "$EXPORT"/tae.*  # the TAE's sidecar is tae.json, or tae.safetensors.json if it was saved before mg.io
 cp "$RUN/tae/tae.safetensors" "$RUN"/tae/tae*.json "$EXPORT/"
 for kind in ul2 metaclip; do rm -rf "${EXPORT:?}/$kind"; cp -r "$RUN/text_encoders/$kind" "$EXPORT/$kind"; done
 
 python tools/eval_toy.py generate --config configs/inference/toy.yaml --csv "$RUN/data/heldout.csv" \
   --seen_csv "$RUN/data/train.csv" --seen_combos 8 --output_path "$RUN/eval" \
-  --model.dit_checkpoint "$EXPORT/dit.safetensors" --model.tae_checkpoint "$EXPORT/tae.safetensors" \
+  --model.dit_checkpoint "$EXPORT/dit_stage2.safetensors" --model.tae_checkpoint "$EXPORT/tae.safetensors" \
   --model.text_encoder_paths "{ul2: $EXPORT/ul2, metaclip: $EXPORT/metaclip}"

@@ -20,35 +20,19 @@ from typing import Literal, Optional
 import mg  # noqa: F401  (quiet logging before mindspore loads)
 import cv2
 import numpy as np
-import pandas as pd
 from jsonargparse import ActionConfigFile, ArgumentParser
 from mindspore import Tensor
 
-from mg.data.toy_world import ATTRIBUTES, adherence, classify
+from mg.data.toy_world import ATTRIBUTES, adherence, classify, read_combos
 from mg.data.transforms import to_model_range
 from mg.data.video_io import probe, read_frames
 from mg.models.tae.media import to_uint8_frames
 from mg.pipelines import load_pipeline
+from mg.pipelines.cli import add_sampling_arguments, sample_options
 from mg.pipelines.given import GivenOptions
-from mg.pipelines.outputs import OutputOptions, save_report, save_video
-from mg.pipelines.text_to_video import MovieGenPipeline, check_options
+from mg.pipelines.outputs import save_report, save_video
 
 _logger = logging.getLogger("eval_toy")
-
-
-def read_combos(csv_path, limit=None, seed=0):
-    """Distinct (colour, shape, direction) video rows of a toy CSV with a caption each (images are skipped);
-    `limit` picks that many at random (seeded)."""
-    table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
-    missing = [c for c in ("video", "caption") + ATTRIBUTES if c not in table.columns]
-    if missing:
-        raise ValueError(f"{csv_path}: not a toy-world CSV (missing columns {missing}); "
-                         "write it with tools/make_toy_dataset.py")
-    videos = table[table["direction"] != ""].assign(csv_folder=str(Path(csv_path).parent))
-    combos = videos.drop_duplicates(list(ATTRIBUTES)).reset_index(drop=True)
-    if limit is not None and limit < len(combos):
-        combos = combos.iloc[np.sort(np.random.default_rng(seed).choice(len(combos), limit, replace=False))]
-    return combos, videos
 
 
 def _record(row, group, frames, made_from=0, **extra):
@@ -172,10 +156,7 @@ def build_parser():
                           help="a conditioned model: give each combination its own clip's first frame (image) or "
                                "first latent frame of frames (continuation)")
     generate.add_argument("--output_path", type=str, default="eval_toy")
-    generate.add_function_arguments(load_pipeline, "model")
-    generate.add_method_arguments(MovieGenPipeline, "generate", "sample",
-                                  skip={"prompts", "progress", "decode", "condition"})
-    generate.add_class_arguments(OutputOptions, "output")
+    add_sampling_arguments(generate)
     dataset = ArgumentParser(description="classify the CSV's own videos (checks the classifiers, needs no model)")
     dataset.add_argument("--csv", type=str, required=True, help="toy CSV")
     dataset.add_argument("--output_path", type=str, default="eval_toy")
@@ -196,9 +177,7 @@ def main(argv=None):
     else:
         if cfg.num_seeds < 1:
             parser.error(f"--num_seeds must be >= 1, got {cfg.num_seeds}")
-        sample = dict(cfg.sample)
-        check_options(sample["num_frames"], sample["fps"], sample["num_steps"], sample["schedule"],
-                      sample["guidance_scale"], sample["batch_size"])
+        sample = sample_options(cfg)
         groups = {"held-out": read_combos(cfg.csv)[0]}
         if cfg.seen_csv:
             groups["seen"] = read_combos(cfg.seen_csv, cfg.seen_combos, sample["seed"])[0]

@@ -32,9 +32,9 @@ from mg.data.transforms import to_model_range
 from mg.data.video_io import probe, read_frames
 from mg.models.tae.media import to_uint8_frames
 from mg.pipelines import load_pipeline
+from mg.pipelines.cli import add_sampling_arguments, sample_options
 from mg.pipelines.given import EditOptions
-from mg.pipelines.outputs import OutputOptions, save_report, save_video
-from mg.pipelines.text_to_video import MovieGenPipeline, check_options
+from mg.pipelines.outputs import save_report, save_video
 
 _logger = logging.getLogger("eval_toy_edits")
 PER_FRAME = "per-frame image edits"
@@ -151,19 +151,14 @@ def build_parser():
     parser.add_argument("--videos_per_combo", type=int, default=2, help="held-out videos edited per combination")
     parser.add_argument("--save_videos", type=bool, default=False, help="write the edited videos too (output.*)")
     parser.add_argument("--output_path", type=str, default="eval_toy_edits")
-    parser.add_function_arguments(load_pipeline, "model")
-    parser.add_method_arguments(MovieGenPipeline, "generate", "sample",
-                                skip={"prompts", "progress", "decode", "condition", "edit"})
-    parser.add_class_arguments(OutputOptions, "output")
+    add_sampling_arguments(parser)
     return parser
 
 
 def main(argv=None):
     parser = build_parser()
     cfg = parser.parse_args(argv)
-    sample = {**dict(cfg.sample), "progress": False}
-    check_options(sample["num_frames"], sample["fps"], sample["num_steps"], sample["schedule"],
-                  sample["guidance_scale"], sample["batch_size"])
+    sample = sample_options(cfg, progress=False)
     if cfg.videos_per_combo < 1:
         parser.error(f"--videos_per_combo must be >= 1, got {cfg.videos_per_combo}")
     model = dict(cfg.model)

@@ -80,8 +80,7 @@ def backtranslate(folder, pipeline, sample, videos_per_combo, min_path_error):
 
 
 def build_parser():
-    from mg.pipelines import load_pipeline
-    from mg.pipelines.text_to_video import MovieGenPipeline
+    from mg.pipelines.cli import add_sampling_arguments
 
     stages = {}
     for stage in ("stage1", "stage2", "stage3", "tae"):
@@ -97,9 +96,7 @@ def build_parser():
     stage3.add_argument("--videos_per_combo", type=int, default=2, help="training videos edited per combination")
     stage3.add_argument("--max_path_error", type=float, default=2.0,
                         help="pixels the edited object may stray from the real one's path and still be kept")
-    stage3.add_function_arguments(load_pipeline, "model")
-    stage3.add_method_arguments(MovieGenPipeline, "generate", "sample",
-                                skip={"prompts", "progress", "decode", "condition", "edit"})
+    add_sampling_arguments(stage3, outputs=False)
     parser = ArgumentParser(description=__doc__.split("\n")[0], prog="make_toy_edit_data.py")
     commands = parser.add_subcommands()
     for name, sub in stages.items():
@@ -130,8 +127,9 @@ def main(argv=None):
                 + write_marked(folder, folder / "train.csv"))
     else:
         from mg.pipelines import load_pipeline
+        from mg.pipelines.cli import sample_options
         pipeline = load_pipeline(**dict(cfg.model))
-        made, tried = backtranslate(folder, pipeline, {**dict(cfg.sample), "progress": False},
+        made, tried = backtranslate(folder, pipeline, sample_options(cfg, progress=False),
                                     cfg.videos_per_combo, cfg.max_path_error)
         report = {"backtranslation_tried": tried, "backtranslation_accepted": len(made)}
         rows = _previous_rows(folder, 2) + made

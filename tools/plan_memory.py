@@ -156,6 +156,8 @@ def main(argv=None):
     plan, bucket, layout, limit, cfg = plan_for(argv)
     print(f"layout {layout}, {cfg.kernels} kernels, largest bucket {bucket}")
     print("\n".join(plan.lines()))
+    if cfg.pixel_loss.weight > 0:
+        print(train.PIXEL_LOSS_UNPLANNED)
     if limit:
         fits = plan.device <= train.parse_memory_size(limit)
         print(f"{'fits' if fits else 'does NOT fit'} env.max_device_memory = {limit}")

@@ -63,13 +63,16 @@ class VideoDataset:
         random_clip_start: pick the clip start at random (else the middle clip) in pixel mode.
         latent_compression: TAE compression (time, height, width) that maps buckets to latent shapes.
         require_captions: skip rows with an empty caption (false for data that trains no text conditioning).
+        pixels: in latent mode, also return each sample's frames as `video`: the clip its latent was cached from
+            (the middle one), the target of a pixel-space loss (mg.training.pixel_loss).
     """
 
     def __init__(self, csv_path: str, buckets: list[Bucket], video_folder: str = "",
                  tae_latent_folder: Optional[str] = None, text_emb_folders: Optional[dict[str, str]] = None,
                  target_fps: Optional[float] = None, frame_stride: Optional[int] = None,
                  text_drop_prob: float = 0.0, random_clip_start: bool = True,
-                 latent_compression: tuple[int, int, int] = (8, 8, 8), require_captions: bool = True):
+                 latent_compression: tuple[int, int, int] = (8, 8, 8), require_captions: bool = True,
+                 pixels: bool = False):
         if not 0.0 <= text_drop_prob <= 1.0:
             raise ValueError(f"text_drop_prob must be in [0, 1], got {text_drop_prob}")
         frame_step(30.0, target_fps, frame_stride)  # validates the sampling options before any file is read
@@ -82,6 +85,7 @@ class VideoDataset:
         self.text_drop_prob = text_drop_prob
         self.random_clip_start = random_clip_start
         self.latent_compression = tuple(latent_compression)
+        self.pixels = pixels and self.latent_mode  # pixel mode returns the frames anyway
 
         rows = read_table(csv_path, video_folder, require_captions)
         place = self._place_latent if self.latent_mode else self._place_pixels
@@ -166,7 +170,17 @@ class VideoDataset:
                 _logger.warning("skipping %s: its latent is %s but its source's (%s) is %s", row.video, shape,
                                 source, source_shape)
                 return None
-        return _Sample(row, groups[0], float(metadata["fps"]), channels=shape[0])
+        sample = _Sample(row, groups[0], float(metadata["fps"]), channels=shape[0])
+        if self.pixels:
+            frames = self._place_pixels(row)
+            if frames is None:
+                return None
+            if frames.group != sample.group:
+                _logger.warning("skipping %s: its frames fit bucket %s but its cached latent %s", row.path,
+                                self.buckets[frames.group], self.buckets[sample.group])
+                return None
+            sample.num_frames, sample.step = frames.num_frames, frames.step
+        return sample
 
     def _latent_channels(self) -> Optional[int]:
         """The channel count of the cached latents (None in pixel mode); caches of different TAEs are refused."""
@@ -195,6 +209,8 @@ class VideoDataset:
         names = ["latent" if self.latent_mode else "video", "fps"]
         if self.has_edits:
             names += ["source_" + names[0], "task"]
+        if self.pixels:
+            names.append("video")
         if self.text_emb_folders:
             for kind in self.text_emb_folders:
                 names += [f"{kind}_emb", f"{kind}_mask"]
@@ -213,6 +229,8 @@ class VideoDataset:
         key = "latent" if self.latent_mode else "video"
         start = None if self.latent_mode else (rng.random() if self.random_clip_start else 0.5)
         out[key] = self._visual(sample, sample.row.video, sample.row.path, rng, start)
+        if self.pixels:
+            out["video"] = self._frames(sample, sample.row.path, 0.5)  # the clip the cache encoded
         if self.has_edits:
             source = sample.row.source_video
             out["source_" + key] = (self._visual(sample, source, sample.row.source_path, rng, start) if source
@@ -232,6 +250,10 @@ class VideoDataset:
         if self.latent_mode:
             mean, std = load_latent(latent_path(self.tae_latent_folder, video))
             return mean + std * rng.standard_normal(mean.shape, dtype=np.float32)
+        return self._frames(sample, path, start)
+
+    def _frames(self, sample: _Sample, path: str, start) -> np.ndarray:
+        """The clip of the file at `path` that begins at `start`, in the sample's bucket, in [-1, 1]."""
         bucket = self.buckets[sample.group]
         indices = [0] if sample.row.is_image else clip_indices(sample.num_frames, bucket.frames, sample.step, start)
         return to_model_range(resize_center_crop(read_frames(path, indices), bucket.height, bucket.width))

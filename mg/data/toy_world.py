@@ -300,6 +300,21 @@ def write_toy_dataset(output_folder, seed=0, height=64, width=64, num_frames=17,
 ATTRIBUTES = ("colour", "shape", "direction")
 
 
+def read_combos(csv_path, limit=None, seed=0):
+    """Distinct (colour, shape, direction) video rows of a toy CSV with a caption each (images are skipped);
+    `limit` picks that many at random (seeded)."""
+    table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    missing = [c for c in ("video", "caption") + ATTRIBUTES if c not in table.columns]
+    if missing:
+        raise ValueError(f"{csv_path}: not a toy-world CSV (missing columns {missing}); "
+                         "write it with tools/make_toy_dataset.py")
+    videos = table[table["direction"] != ""].assign(csv_folder=str(Path(csv_path).parent))
+    combos = videos.drop_duplicates(list(ATTRIBUTES)).reset_index(drop=True)
+    if limit is not None and limit < len(combos):
+        combos = combos.iloc[np.sort(np.random.default_rng(seed).choice(len(combos), limit, replace=False))]
+    return combos, videos
+
+
 def adherence(records):
     """Fraction of records whose predicted attribute equals the prompt's, per attribute and for all three at once.
 

@@ -45,8 +45,23 @@ class FlowMatching:
 
     def loss(self, model_fn, x1, x0, t, *model_args):
         """Mean squared error between model_fn(X_t, t, *model_args) and the target velocity."""
-        prediction = model_fn(self.interpolate(x0, x1, t), t, *model_args)
-        return mint.mean(mint.square(prediction.astype(x1.dtype) - self.velocity(x0, x1)))
+        return self.loss_and_estimate(model_fn, x1, x0, t, *model_args)[0]
+
+    def loss_and_estimate(self, model_fn, x1, x0, t, *model_args):
+        """(the loss, the one-step estimate of X1 from X_t and the model's velocity: what a pixel-space loss
+        decodes)."""
+        x_t = self.interpolate(x0, x1, t)
+        prediction = model_fn(x_t, t, *model_args).astype(x1.dtype)
+        loss = mint.mean(mint.square(prediction - self.velocity(x0, x1)))
+        return loss, self.clean_estimate(x_t, prediction, t)
+
+    def clean_estimate(self, x_t, velocity, t):
+        """X1 from X_t and the velocity at t: with b = 1 - sigma_min and a = 1 - b t, X_t = t X1 + a X0 and
+        V = X1 - b X0, so X1 = (b X_t + a V) / (b t + a) (= X_t + (1 - t) V when sigma_min = 0)."""
+        t = t.reshape((-1,) + (1,) * (x_t.ndim - 1))
+        b = 1 - self.sigma_min
+        a = 1 - b * t
+        return (b * x_t + a * velocity) / (b * t + a)
 
     # --- validation ---------------------------------------------------------------------------------------------
     @staticmethod

@@ -179,3 +179,18 @@ def test_dropout_needs_the_cached_empty_prompt(csv_path, media, tmp_path):
     with pytest.raises(FileNotFoundError, match="empty-prompt embedding"):
         VideoDataset(csv_path, BUCKETS, tae_latent_folder=f"{tmp_path}/latents",
                      text_emb_folders={"ul2": f"{tmp_path}/ul2"}, text_drop_prob=0.1)
+
+
+def test_latent_mode_with_pixels_returns_the_clip_each_latent_encodes(csv_path, media, tmp_path):
+    run_caches(csv_path, media, tmp_path)
+    dataset = VideoDataset(csv_path, BUCKETS, video_folder=media.folder, target_fps=10,
+                           tae_latent_folder=f"{tmp_path}/latents", pixels=True)
+    assert len(dataset) == 5 and "video" in dataset.column_names
+    for index, sample in enumerate(dataset.samples):
+        item = dataset.load_sample(index, np.random.default_rng(index))
+        mean, _ = load_latent(latent_path(f"{tmp_path}/latents", sample.row.video))
+        np.testing.assert_allclose(pool_moments(item["video"][None])[0][0], mean, atol=1e-6)
+    for batch in VideoDataLoader(dataset, seed=0, num_workers=0):
+        frames = batch["video"].shape[2]  # an image is one frame, a clip 8 per latent frame
+        assert batch["video"].shape[:2] == (len(batch["latent"]), 3)
+        assert frames == (1 if frames == 1 else 8 * batch["latent"].shape[2])

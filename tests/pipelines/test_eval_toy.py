@@ -1,8 +1,10 @@
 """tools/eval_toy.py: adherence is read from the pixels (a stand-in pipeline that renders the prompt scores 100%,
 one that renders the wrong colour scores 0% colour), and the CLI runs end to end on a tiny model."""
+import dataclasses
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pandas as pd
 import pytest
@@ -133,3 +135,45 @@ def test_given_frames_are_measured_and_direction_comes_from_the_made_ones(eval_t
     assert len(records) == 2 and all(r["given_psnr"] > 40 for r in records)  # kept exactly (up to mp4 coding)
     table, rates = eval_toy.report(records)
     assert rates["held-out"]["direction"] == 1.0 and "given frames PSNR" in table
+
+
+@pytest.fixture(scope="module")
+def eval_quality(load_script):
+    return load_script("tools/eval_toy_quality.py")
+
+
+class BlurringPipeline(RenderingPipeline):
+    """Renders the caption, then blurs every frame (sigma 2 px): a model whose edges are soft."""
+
+    def generate(self, prompts, seed=0, **options):
+        for result in super().generate(prompts, seed, **options):
+            frames = ((result.videos.transpose(0, 2, 3, 4, 1) + 1) * 127.5).astype(np.uint8)
+            soft = np.stack([[cv2.GaussianBlur(f, (0, 0), 2.0) for f in video] for video in frames])
+            yield dataclasses.replace(result, videos=soft.transpose(0, 4, 1, 2, 3) / 127.5 - 1.0)
+
+
+def test_quality_is_read_from_the_pixels_against_clean_renders(eval_quality, toy_csvs):
+    held, train = toy_csvs
+    groups = {"held-out": tw.read_combos(held)[0], "seen": tw.read_combos(train, 4, seed=0)[0]}
+    sample = dict(seed=0, fps=8)
+    records = eval_quality.generated(RenderingPipeline(), "crisp", groups, sample, 2)
+    records += eval_quality.generated(BlurringPipeline(), "soft", groups, sample, 2)
+    for group, row, frames in eval_quality.clean_renders(groups, 2):
+        records.append(eval_quality.measure(frames, row, eval_quality.CLEAN, group))
+    assert len(records) == 3 * (2 + 4) * 2
+    table, rows = eval_quality.report(records)
+    crisp, soft = rows["crisp / held-out"], rows["soft / held-out"]
+    assert crisp["edge_sharpness"] > 3 * soft["edge_sharpness"]
+    assert crisp["squares_by_corners"] == 1.0 and crisp["shapes_by_corners"] == 1.0
+    assert crisp["background_spread"] == 0.0 and crisp["colour_drift"] == 0.0 and crisp["direction"] == 1.0
+    assert soft["colour"] == 1.0  # blur softens the edges, not the colour
+    assert "| crisp | held-out | 4 |" in table and "| clean renders | seen | 8 |" in table
+
+
+def test_quality_cli_refuses_a_missing_checkpoint(eval_quality, toy_csvs, tmp_path, capsys):
+    held, _ = toy_csvs
+    with pytest.raises(SystemExit):
+        eval_quality.main(["--csv", str(held), "--models", json.dumps({"gone": str(tmp_path / "nothing")}),
+                           "--model.dit_checkpoint", "unused", "--model.tae_checkpoint", "unused",
+                           "--output_path", str(tmp_path)])
+    assert "--models.gone" in capsys.readouterr().err
