@@ -15,7 +15,7 @@ SEEDS=${SEEDS:-0 1 2}
 POOL="$RUN/pool"
 
 make_data  # the held-out and seen combinations the table measures
-[ -f "$POOL/pool.csv" ] || python tools/curate_videos.py pool --output_folder "$POOL" --shape_size "$SHAPE_SIZE"
+[ -f "$POOL/pool.csv" ] || python tools/curate_videos.py pool --output_folder "$POOL" --shape_size "$SHAPE_SIZE" --seed 1
 # thresholds between the clean clips' scores and the flawed ones' (docs/post_training.md has both)
 [ -f "$POOL/curated.csv" ] || python tools/curate_videos.py select --csv "$POOL/pool.csv" \
   --min "{sharpness: 0.5, centred: 0.74, visible: 1.0}" --output "$POOL/curated.csv"

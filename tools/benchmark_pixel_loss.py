@@ -4,10 +4,10 @@ the clean-latent estimate; its backward reaches the transformer), each case in a
 after the compile, and how far the process's resident memory rose above its level after building the models while
 compiling and stepping (activations, gradients, the optimizer's moments, the graphs).
 
-    python tools/benchmark_pixel_loss.py --batches "[1, 4]" [--steps 5]
+    python tools/benchmark_pixel_loss.py --batches "[1, 4]" [--window "[1, 4, 4]"] [--steps 5]
 """
 import time
-from typing import List
+from typing import List, Optional, Tuple
 
 import mg  # noqa: F401  (quiet logging before mindspore loads)
 import numpy as np
@@ -18,7 +18,7 @@ from mg.isolated import run_isolated
 CASES = ("latent loss", "latent + pixel loss")
 
 
-def _case(pixel, batch, frames, steps, queue):
+def _case(pixel, batch, frames, window, steps, queue):
     import mindspore as ms
 
     from mg.models.dit import MovieGenDiT, dit_config
@@ -43,8 +43,9 @@ def _case(pixel, batch, frames, steps, queue):
     extra = ()
     if pixel:
         tae = TemporalAutoencoder(tae_config("small", base_channels=16, latent_channels=16))
-        step = PixelSupervisedStep(model, optimizer, flow, tae, PixelLossSettings(weight=1.0, min_t=0.0))
-        extra = (ms.Tensor(rng.uniform(-1, 1, (batch, 3, frames, 64, 64)).astype(np.float32)),)
+        step = PixelSupervisedStep(model, optimizer, flow, tae, PixelLossSettings(weight=1.0, min_t=0.0, window=window))
+        video = rng.uniform(-1, 1, (batch, 3, frames, 64, 64)).astype(np.float32)
+        extra = step.targets({"video": video}, rng)
     else:
         step = FlowMatchingTrainStep(model, optimizer, flow)
 
@@ -59,12 +60,15 @@ def _case(pixel, batch, frames, steps, queue):
     queue.put((float(np.median(times[1:])), growth))
 
 
-def main(batches: List[int] = (1, 4), frames: int = 17, steps: int = 5):
-    """Print, per batch size, the step time and the memory growth of each case and their ratios."""
-    print(f"toy transformer, {frames}x64x64 videos; step time: median of {steps} after the compile")
+def main(batches: List[int] = (1, 4), frames: int = 17, window: Optional[Tuple[int, int, int]] = None,
+         steps: int = 5):
+    """Print, per batch size, the step time and the memory growth of each case and their ratios. `window`: the
+    pixel loss's pixel_loss.window (latent frames, height, width; default: the whole latent)."""
+    print(f"toy transformer, {frames}x64x64 videos, pixel loss window {window or 'whole'}; step time: median of "
+          f"{steps} after the compile")
     for batch in batches:
-        results = {case: run_isolated(_case, (case != CASES[0], batch, frames, steps), f"{case}, batch {batch}")
-                   for case in CASES}
+        results = {case: run_isolated(_case, (case != CASES[0], batch, frames, window, steps),
+                                      f"{case}, batch {batch}") for case in CASES}
         (base_time, base_mem), (pixel_time, pixel_mem) = results.values()
         for case, (seconds, growth) in results.items():
             print(f"  batch {batch:>2}  {case:<20} {1e3 * seconds:8.1f} ms/step   peak +{growth / 2**20:7.0f} MiB")

@@ -7,11 +7,17 @@ only on the latent the decoder is given.
 
 Samples nearer noise (t < min_t) add no pixel term: their one-step estimate is a blurred mean of the videos the
 prompt allows, and pulling its decoding towards one real video would fight the flow-matching target.
+
+The decoder keeps its activations at full resolution for the backward, so `window` bounds what is decoded: a piece
+of every estimate (latent frames, rows, columns) at one place drawn per step, compared with the frames it covers.
+A piece decodes without the latent around it, as a tile of tiled decoding does.
 """
 from dataclasses import dataclass
+from typing import Optional
 
 import mindspore as ms
-from mindspore import mint
+import numpy as np
+from mindspore import mint, ops
 
 from mg.training.train_step import FlowMatchingTrainStep
 
@@ -23,15 +29,23 @@ class PixelLossSettings:
     Args:
         weight: multiplies the pixel MSE (frames in [-1, 1]) added to the latent MSE.
         min_t: samples with a smaller t (nearer noise) get no pixel term.
+        window: (latent frames, height, width) of the piece of each estimate that is decoded, at a place drawn per
+            step (null: the whole latent; a size larger than the latent is the whole of that axis).
     """
     weight: float = 0.0
     min_t: float = 0.5
+    window: Optional[tuple[int, int, int]] = None
 
     def __post_init__(self):
         if self.weight < 0:
             raise ValueError(f"pixel_loss.weight must be >= 0, got {self.weight}")
         if not 0.0 <= self.min_t < 1.0:
             raise ValueError(f"pixel_loss.min_t must be in [0, 1), got {self.min_t}")
+        if self.window is not None:
+            self.window = tuple(self.window)
+            if len(self.window) != 3 or not all(isinstance(n, int) and n >= 1 for n in self.window):
+                raise ValueError(f"pixel_loss.window must be three positive latent sizes (frames, height, width), "
+                                 f"got {list(self.window)}")
 
 
 class PixelSupervisedStep(FlowMatchingTrainStep):
@@ -47,14 +61,47 @@ class PixelSupervisedStep(FlowMatchingTrainStep):
         self.scale, self.shift = tae.config.scaling_factor, tae.config.shift_factor
         super().__init__(model, optimizer, flow, **kwargs)
 
-    def loss(self, x1, x0, t, text_embs, text_masks, frames, *condition):
+    def loss(self, x1, x0, t, text_embs, text_masks, frames, frame_weights, rows, *condition):
+        """`frames`: the real frames of the decoded piece (B, 3, F, H, W), the decoded length F padded past the
+        clip's end with `frame_weights` (F,) 0 there, 1 elsewhere; `rows`: the piece's latent frame, row and column
+        indices (three int32 tensors)."""
         latent_loss, estimate = self.flow.loss_and_estimate(self.model, x1, x0, t, text_embs, text_masks,
                                                             *condition)
+        for axis, index in zip((2, 3, 4), rows):
+            estimate = ops.gather(estimate, index, axis)
         decoded = self.tae.decode(estimate / self.scale + self.shift, frames.shape[2])
-        per_sample = mint.mean(mint.square(decoded - frames).reshape(frames.shape[0], -1), dim=1)
+        squares = mint.square(decoded - frames) * frame_weights.reshape(1, 1, -1, 1, 1)
+        values_per_frame = frames.shape[1] * frames.shape[3] * frames.shape[4]
+        per_sample = (mint.sum(squares.reshape(frames.shape[0], -1), dim=1)
+                      / (mint.sum(frame_weights) * values_per_frame))
         kept = (t >= self.settings.min_t).astype(per_sample.dtype)
         pixel_loss = mint.sum(per_sample * kept) / mint.clamp(mint.sum(kept), min=1.0)
         return latent_loss + self.settings.weight * pixel_loss
 
-    def targets(self, batch):
-        return (ms.Tensor(batch["video"].astype("float32")),)
+    def targets(self, batch, rng):
+        frames = np.asarray(batch["video"], np.float32)
+        piece, weights, rows = pixel_window(frames, self.tae.config.temporal_compression,
+                                            self.tae.config.spatial_compression, self.settings.window, rng)
+        return (ms.Tensor(piece), ms.Tensor(weights), tuple(ms.Tensor(r) for r in rows))
+
+
+def pixel_window(frames, time_step, space_step, window, rng):
+    """The piece of a batch's latents that is decoded, and the real frames it covers.
+
+    `frames` (B, 3, T, H, W) are a batch's clips, whose latents have ceil(T / time_step) frames and H / space_step x
+    W / space_step cells; `window` (latent frames, rows, columns) or None (all). The piece's place is drawn from
+    `rng` (the step's generator, so a resumed run draws it again). Returns the frames under the piece (B, 3,
+    time_step * frames of the piece, ...), zero past the clip's end, the per-frame weights (1 on real frames, 0 on
+    that padding) and the piece's latent indices along time, height and width (int32)."""
+    latent = (-(-frames.shape[2] // time_step), frames.shape[3] // space_step, frames.shape[4] // space_step)
+    sizes = latent if window is None else tuple(min(w, n) for w, n in zip(window, latent))
+    starts = [int(rng.integers(0, n - size + 1)) for n, size in zip(latent, sizes)]
+    rows = [np.arange(start, start + size, dtype=np.int32) for start, size in zip(starts, sizes)]
+    first, count = starts[0] * time_step, sizes[0] * time_step
+    real = max(0, min(count, frames.shape[2] - first))
+    piece = np.zeros((*frames.shape[:2], count, sizes[1] * space_step, sizes[2] * space_step), np.float32)
+    top, left = starts[1] * space_step, starts[2] * space_step
+    piece[:, :, :real] = frames[:, :, first:first + real, top:top + piece.shape[3], left:left + piece.shape[4]]
+    weights = np.zeros(count, np.float32)
+    weights[:real] = 1.0
+    return piece, weights, rows

@@ -132,11 +132,12 @@ class FlowMatchingTrainStep(TrainStep):
         x1, embs, masks = self.inputs(batch, rng)
         x0 = ms.Tensor(self.flow.sample_noise(x1.shape, rng))
         t = ms.Tensor(self.flow.sample_t(x1.shape[0], rng))
-        extra = self.targets(batch) + self.condition_inputs(batch, x1, rng)
+        extra = self.targets(batch, rng) + self.condition_inputs(batch, x1, rng)
         return {"loss": float(self(x1, x0, t, embs, masks, *extra).asnumpy())}
 
-    def targets(self, batch):
-        """Inputs that only the loss reads, before the condition's (none here; a pixel loss's frames)."""
+    def targets(self, batch, rng):
+        """Inputs that only the loss reads, before the condition's (none here; a pixel loss's frames), drawn with
+        the update's generator `rng` where they are random."""
         return ()
 
     def condition_inputs(self, batch, x1, rng):

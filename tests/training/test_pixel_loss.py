@@ -17,7 +17,7 @@ from mg.models.tae import TemporalAutoencoder, tae_config
 from mg.models.tae.io import save_tae
 from mg.optim import build_adamw
 from mg.schedulers import FlowMatching
-from mg.training.pixel_loss import PixelLossSettings, PixelSupervisedStep
+from mg.training.pixel_loss import PixelLossSettings, PixelSupervisedStep, pixel_window
 
 from dit.helpers import text_inputs, tiny_config
 from training.cached_dataset import ENCODERS, train_args, write_cached_dataset, write_embedding
@@ -45,8 +45,8 @@ class ConstantVelocity(nn.Cell):
 
 
 class ChannelDecoder(nn.Cell):
-    """A 'TAE' without weights whose decoder shows the first three latent channels as the frames."""
-    config = tae_config("tiny", latent_channels=4, scaling_factor=2.0, shift_factor=0.5)
+    """A 'TAE' without weights or compression whose decoder shows the first three latent channels as the frames."""
+    config = tae_config("tiny", channel_multipliers=(1,), latent_channels=4, scaling_factor=2.0, shift_factor=0.5)
 
     def decode(self, z, num_frames):
         return z[:, :3, :num_frames]
@@ -61,7 +61,7 @@ def test_the_pixel_term_is_the_decoded_estimates_error_on_samples_past_min_t():
     model, tae = ConstantVelocity(), ChannelDecoder()
     step = PixelSupervisedStep(model, build_adamw(model.trainable_params(), lr=0.0, weight_decay=0.0), FlowMatching(sigma_min=0.0),
                                tae, PixelLossSettings(weight=3.0, min_t=0.5), jit=False)
-    loss = step.loss(*(ms.Tensor(a) for a in (x1, x0, t)), (), (), ms.Tensor(frames))
+    loss = step.loss(*(ms.Tensor(a) for a in (x1, x0, t)), (), (), *step.targets({"video": frames}, rng))
 
     x_t = t[:, None, None, None, None] * x1 + (1 - t[:, None, None, None, None]) * x0
     latent = np.mean((0.3 - (x1 - x0)) ** 2)
@@ -86,27 +86,69 @@ def test_the_transformer_learns_through_the_frozen_decoder():
     x1 = ms.Tensor(rng.standard_normal((2, 4, 1, 4, 4)).astype(np.float32))
     x0 = ms.Tensor(rng.standard_normal((2, 4, 1, 4, 4)).astype(np.float32))
     t = ms.Tensor(np.array([0.7, 0.8], np.float32))
-    frames = ms.Tensor(rng.uniform(-1, 1, (2, 3, 1, 32, 32)).astype(np.float32))
+    frames = rng.uniform(-1, 1, (2, 3, 1, 32, 32)).astype(np.float32)
     embs, masks = text_inputs(2, [[4, 2], [3, 3]], rng)
     losses = {}
     for weight in (0.0, 1.0, 2.0):
         _, _, step = tiny_run(weight)
-        losses[weight] = float(step.loss(x1, x0, t, embs, masks, frames).asnumpy())
+        losses[weight] = float(step.loss(x1, x0, t, embs, masks, *step.targets({"video": frames}, rng)).asnumpy())
     pixel = losses[1.0] - losses[0.0]
     assert pixel > 0 and losses[2.0] - losses[0.0] == pytest.approx(2 * pixel, rel=1e-4)
 
     model, tae, step = tiny_run(1.0)
     frozen = {p.name: p.asnumpy().copy() for p in tae.get_parameters()}
     before = {p.name: p.asnumpy().copy() for p in model.trainable_params()}
-    step(x1, x0, t, embs, masks, frames)
+    step(x1, x0, t, embs, masks, *step.targets({"video": frames}, rng))
     assert all(np.array_equal(p.asnumpy(), frozen[p.name]) for p in tae.get_parameters())
     moved = [name for name, value in before.items()
              if not np.array_equal(value, dict(model.parameters_and_names())[name].asnumpy())]
     assert moved
 
 
+def test_a_window_takes_the_frames_it_decodes_and_weighs_out_the_padding():
+    rng = np.random.default_rng(3)
+    frames = rng.uniform(-1, 1, (2, 3, 17, 32, 48)).astype(np.float32)  # latents: 3 frames, 4 x 6 cells
+    seen = set()
+    for _ in range(40):
+        piece, weights, (times, rows, cols) = pixel_window(frames, 8, 8, (2, 1, 9), rng)
+        assert len(times) == 2 and len(rows) == 1 and list(cols) == list(range(6))  # 9 columns: all 6
+        first, real = 8 * times[0], min(16, 17 - 8 * times[0])
+        seen.add(int(times[0]))
+        assert piece.shape == (2, 3, 16, 8, 48) and list(weights) == [1.0] * real + [0.0] * (16 - real)
+        np.testing.assert_array_equal(piece[:, :, :real], frames[:, :, first:first + real, 8 * rows[0]:8 * rows[0] + 8])
+        assert not piece[:, :, real:].any()
+    assert seen == {0, 1}
+    whole, weights, axes = pixel_window(frames, 8, 8, None, rng)
+    assert [len(a) for a in axes] == [3, 4, 6] and weights.sum() == 17
+    np.testing.assert_array_equal(whole[:, :, :17], frames)
+
+
+def test_the_pixel_term_of_a_window_is_the_error_of_that_piece():
+    rng = np.random.default_rng(4)
+    x1 = rng.standard_normal((2, 4, 3, 4, 4)).astype(np.float32)
+    x0 = rng.standard_normal(x1.shape).astype(np.float32)
+    frames = rng.uniform(-1, 1, (2, 3, 3, 4, 4)).astype(np.float32)
+    t = np.array([0.6, 0.9], np.float32)
+    model, tae = ConstantVelocity(), ChannelDecoder()
+    step = PixelSupervisedStep(model, build_adamw(model.trainable_params(), lr=0.0, weight_decay=0.0),
+                               FlowMatching(sigma_min=0.0), tae, PixelLossSettings(weight=1.0, min_t=0.5,
+                                                                                  window=(2, 3, 1)), jit=False)
+    extra = step.targets({"video": frames}, rng)
+    times, rows, cols = (index.asnumpy() for index in extra[2])
+    loss = step.loss(*(ms.Tensor(a) for a in (x1, x0, t)), (), (), *extra)
+
+    tb = t[:, None, None, None, None]
+    estimate = (tb * x1 + (1 - tb) * x0 + (1 - tb) * 0.3)[:, :, times][:, :, :, rows][:, :, :, :, cols]
+    decoded = (estimate / 2.0 + 0.5)[:, :3]
+    real = frames[:, :, times][:, :, :, rows][:, :, :, :, cols]
+    expected = np.mean((0.3 - (x1 - x0)) ** 2) + np.mean((decoded - real) ** 2)
+    assert float(loss.asnumpy()) == pytest.approx(expected, rel=1e-5)
+
+
 @pytest.mark.parametrize("settings,message", [(dict(weight=-1.0), "pixel_loss.weight"),
-                                              (dict(min_t=1.0), "pixel_loss.min_t")])
+                                              (dict(min_t=1.0), "pixel_loss.min_t"),
+                                              (dict(window=(2, 0, 4)), "pixel_loss.window"),
+                                              (dict(window=(2, 4)), "pixel_loss.window")])
 def test_bad_settings_are_refused(settings, message):
     with pytest.raises(ValueError, match=message):
         PixelLossSettings(**settings)
