@@ -17,7 +17,7 @@ from typing import Optional
 
 import mindspore as ms
 import numpy as np
-from mindspore import mint, ops
+from mindspore import mint
 
 from mg.training.train_step import FlowMatchingTrainStep
 
@@ -61,14 +61,14 @@ class PixelSupervisedStep(FlowMatchingTrainStep):
         self.scale, self.shift = tae.config.scaling_factor, tae.config.shift_factor
         super().__init__(model, optimizer, flow, **kwargs)
 
-    def loss(self, x1, x0, t, text_embs, text_masks, frames, frame_weights, rows, *condition):
+    def loss(self, x1, x0, t, text_embs, text_masks, frames, frame_weights, selections, *condition):
         """`frames`: the real frames of the decoded piece (B, 3, F, H, W), the decoded length F padded past the
-        clip's end with `frame_weights` (F,) 0 there, 1 elsewhere; `rows`: the piece's latent frame, row and column
-        indices (three int32 tensors)."""
+        clip's end with `frame_weights` (F,) 0 there, 1 elsewhere; `selections`: () for the whole latent, else the
+        piece's one-hot (latent length, piece length) matrices along time, height and width."""
         latent_loss, estimate = self.flow.loss_and_estimate(self.model, x1, x0, t, text_embs, text_masks,
                                                             *condition)
-        for axis, index in zip((2, 3, 4), rows):
-            estimate = ops.gather(estimate, index, axis)
+        for axis, select in zip((2, 3, 4), selections):  # matmuls: a Gather's backward is slow on CPU
+            estimate = mint.transpose(mint.matmul(mint.transpose(estimate, axis, 4), select), axis, 4)
         decoded = self.tae.decode(estimate / self.scale + self.shift, frames.shape[2])
         squares = mint.square(decoded - frames) * frame_weights.reshape(1, 1, -1, 1, 1)
         values_per_frame = frames.shape[1] * frames.shape[3] * frames.shape[4]
@@ -80,9 +80,18 @@ class PixelSupervisedStep(FlowMatchingTrainStep):
 
     def targets(self, batch, rng):
         frames = np.asarray(batch["video"], np.float32)
-        piece, weights, rows = pixel_window(frames, self.tae.config.temporal_compression,
-                                            self.tae.config.spatial_compression, self.settings.window, rng)
-        return (ms.Tensor(piece), ms.Tensor(weights), tuple(ms.Tensor(r) for r in rows))
+        steps = self.tae.config.temporal_compression, self.tae.config.spatial_compression
+        piece, weights, rows = pixel_window(frames, *steps, self.settings.window, rng)
+        lengths = latent_grid(frames.shape, *steps)
+        if all(len(r) == n for r, n in zip(rows, lengths)):
+            return ms.Tensor(piece), ms.Tensor(weights), ()
+        selections = tuple(ms.Tensor(np.eye(n, dtype=np.float32)[:, r]) for r, n in zip(rows, lengths))
+        return ms.Tensor(piece), ms.Tensor(weights), selections
+
+
+def latent_grid(video_shape, time_step, space_step):
+    """(frames, rows, columns) of the latent of clips of `video_shape` (B, 3, T, H, W)."""
+    return -(-video_shape[2] // time_step), video_shape[3] // space_step, video_shape[4] // space_step
 
 
 def pixel_window(frames, time_step, space_step, window, rng):
@@ -93,7 +102,7 @@ def pixel_window(frames, time_step, space_step, window, rng):
     `rng` (the step's generator, so a resumed run draws it again). Returns the frames under the piece (B, 3,
     time_step * frames of the piece, ...), zero past the clip's end, the per-frame weights (1 on real frames, 0 on
     that padding) and the piece's latent indices along time, height and width (int32)."""
-    latent = (-(-frames.shape[2] // time_step), frames.shape[3] // space_step, frames.shape[4] // space_step)
+    latent = latent_grid(frames.shape, time_step, space_step)
     sizes = latent if window is None else tuple(min(w, n) for w, n in zip(window, latent))
     starts = [int(rng.integers(0, n - size + 1)) for n, size in zip(latent, sizes)]
     rows = [np.arange(start, start + size, dtype=np.int32) for start, size in zip(starts, sizes)]

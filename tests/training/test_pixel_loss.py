@@ -61,7 +61,9 @@ def test_the_pixel_term_is_the_decoded_estimates_error_on_samples_past_min_t():
     model, tae = ConstantVelocity(), ChannelDecoder()
     step = PixelSupervisedStep(model, build_adamw(model.trainable_params(), lr=0.0, weight_decay=0.0), FlowMatching(sigma_min=0.0),
                                tae, PixelLossSettings(weight=3.0, min_t=0.5), jit=False)
-    loss = step.loss(*(ms.Tensor(a) for a in (x1, x0, t)), (), (), *step.targets({"video": frames}, rng))
+    extra = step.targets({"video": frames}, rng)
+    assert extra[2] == ()  # the whole latent: nothing to select
+    loss = step.loss(*(ms.Tensor(a) for a in (x1, x0, t)), (), (), *extra)
 
     x_t = t[:, None, None, None, None] * x1 + (1 - t[:, None, None, None, None]) * x0
     latent = np.mean((0.3 - (x1 - x0)) ** 2)
@@ -134,7 +136,8 @@ def test_the_pixel_term_of_a_window_is_the_error_of_that_piece():
                                FlowMatching(sigma_min=0.0), tae, PixelLossSettings(weight=1.0, min_t=0.5,
                                                                                   window=(2, 3, 1)), jit=False)
     extra = step.targets({"video": frames}, rng)
-    times, rows, cols = (index.asnumpy() for index in extra[2])
+    times, rows, cols = (np.flatnonzero(select.asnumpy().any(axis=1)) for select in extra[2])
+    assert [len(times), len(rows), len(cols)] == [2, 3, 1]
     loss = step.loss(*(ms.Tensor(a) for a in (x1, x0, t)), (), (), *extra)
 
     tb = t[:, None, None, None, None]
