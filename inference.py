@@ -8,8 +8,8 @@ Options: `model.*` are the arguments of mg.pipelines.load_pipeline (checkpoints,
 embeddings), `sample.*` those of MovieGenPipeline.generate (size, frames, fps, steps, schedule, guidance, negative
 prompt, seed, batch size, tiled decoding), `condition.*` what a conditioned model is given (an image to start from,
 a video to continue or to inpaint with a mask: mg.pipelines.given), `edit.*` a video that an editing model edits by
-the instructions given as prompts, `output.*` how files are written. `--help` lists
-them all.
+the instructions given as prompts, `--reference_image` images of the subject a personalization model puts in each
+prompt's video (one video per image), `output.*` how files are written. `--help` lists them all.
 The resolved configuration and a log with per-video timing are written into the output folder.
 """
 import logging
@@ -22,7 +22,7 @@ from jsonargparse import ActionConfigFile, ArgumentParser
 from mg.pipelines import load_pipeline
 from mg.models.tae.io import load_tae_config
 from mg.pipelines.cli import add_sampling_arguments, sample_options
-from mg.pipelines.given import EditOptions, GivenOptions
+from mg.pipelines.given import EditOptions, GivenOptions, check_reference_images
 from mg.pipelines.outputs import OutputOptions, check_formats, free_stem
 from mg.pipelines.prompt_files import read_prompts
 
@@ -35,7 +35,9 @@ def build_parser():
     parser.add_argument("--prompts", type=str, nargs="+", default=None, help="prompts to generate")
     parser.add_argument("--prompts_file", type=Optional[str], default=None, help=".txt (one per line) or .csv file")
     parser.add_argument("--output_path", type=str, default="output", help="folder for the videos")
-    add_sampling_arguments(parser, skip={"condition", "edit"}, outputs=False)
+    parser.add_argument("--reference_image", type=str, nargs="+", default=None,
+                        help="images of the subject (personalization): one video of each per prompt")
+    add_sampling_arguments(parser, skip={"condition", "edit", "reference_images"}, outputs=False)
     parser.add_class_arguments(GivenOptions, "condition")
     parser.add_class_arguments(EditOptions, "edit")
     parser.add_class_arguments(OutputOptions, "output")
@@ -60,6 +62,7 @@ def main(argv=None):
             given.check(sample["num_frames"], load_tae_config(cfg.model.tae_checkpoint).temporal_compression)
         if edit.given:
             edit.check(sample["num_frames"])
+        check_reference_images(cfg.reference_image or [])
     except ValueError as err:
         parser.error(str(err))
     out = Path(cfg.output_path)
@@ -76,7 +79,7 @@ def main(argv=None):
         pipeline = load_pipeline(**dict(cfg.model))
         paths = pipeline.generate_files(prompts, str(out), tuple(cfg.output.formats), cfg.output.save_latents,
                                         cfg.output.overwrite, progress=True, condition=given, edit=edit,
-                                        **sample)
+                                        reference_images=cfg.reference_image, **sample)
         _logger.info("wrote %d files to %s (config: %s)", len(paths), out, config_name)
     finally:
         for logger in loggers:

@@ -26,6 +26,7 @@ from mg.data import VideoDataLoader, VideoDataset
 from mg.data.buckets import parse_buckets
 from mg.data.conditions import TASKS, ConditionTasks
 from mg.data.loader import bucket_batch_sizes
+from mg.models.clip_vision import read_clip_vision_config
 from mg.models.dit import DiTConfig
 from mg.models.dit.embeddings import SPATIAL_GROWTH
 from mg.models.tae.io import load_tae, load_tae_config
@@ -106,13 +107,19 @@ def build_parser():
     parser.add_argument("--model.spatial_table_growth", type=Literal[SPATIAL_GROWTH], default="extend",
                         help="how the previous stage's spatial positional tables grow: extend (same resolution: "
                              "learned rows stay) or interpolate (higher resolution); the temporal table extends")
+    parser.add_argument("--model.reference_encoder_path", type=Optional[str], default=None,
+                        help="a Hugging Face-format CLIP vision checkpoint directory (personalization): it gives "
+                             "model.reference_encoder when that is unset, and the tower starts from its weights "
+                             "unless the pretrained checkpoint has one")
+    parser.add_argument("--model.freeze_reference_encoder", type=bool, default=False,
+                        help="keep the reference tower's weights fixed (the paper's first personalization stages)")
     parser.add_argument("--model.recompute_every", type=int, default=0,
                         help="recompute the activations of every n-th block in the backward pass (0: none; compiled "
                              "on CPU only 1 works)")
     parser.add_class_arguments(TAESettings, "tae")
     parser.add_argument("--text_encoders", type=Optional[Dict[str, TextEncoderSpec]], default=None,
                         help="encoders run on the fly ({kind: {path, max_length}}); null when embeddings are cached")
-    parser.add_class_arguments(VideoDataset, "dataset", instantiate=False)
+    parser.add_class_arguments(VideoDataset, "dataset", skip={"reference_size"}, instantiate=False)
     parser.add_argument("--dataset.text_emb_folder", type=Optional[TextEmbFolders], default=None,
                         help="the seed scripts' form of dataset.text_emb_folders, which it replaces when given: one "
                              "folder per encoder (--dataset.text_emb_folder.ul2 DIR --dataset.text_emb_folder.byt5 DIR)")
@@ -154,6 +161,7 @@ def parse(parser, argv):
                      f"(an edit's source is its condition), got {cfg.model.num_tasks}")
     if cfg.model.dtype == "bf16" and not fused_on(built.env.device_target or ms.get_context("device_target")):
         parser.error("model.dtype bf16 needs Ascend: MindSpore's CPU kernels have no bf16 (use --model.dtype fp32)")
+    check_reference_encoder(parser, cfg, built)
     if built.pixel_loss.weight > 0:
         if built.parallel.tp > 1 or built.parallel.cp > 1:
             parser.error("pixel_loss.weight > 0 decodes each rank's whole latents: it runs under data parallelism "
@@ -173,7 +181,32 @@ def parse(parser, argv):
     return cfg, built
 
 
-TRAINING_ONLY = ("pretrained_model_path", "spatial_table_growth", "recompute_every")  # model.* options, not DiTConfig
+def check_reference_encoder(parser, cfg, built):
+    """model.reference_encoder from model.reference_encoder_path (or the two agreeing), and freezing only where
+    checkpoints keep frozen weights."""
+    path = cfg.model.reference_encoder_path
+    if path:
+        try:
+            tower = read_clip_vision_config(path).to_dict()
+        except (FileNotFoundError, ValueError) as err:
+            parser.error(f"model.reference_encoder_path: {err}")
+        given = cfg.model.reference_encoder
+        if given is not None and model_config(cfg).reference_encoder != tower:
+            parser.error(f"model.reference_encoder {dict(given)} is not the architecture of "
+                         f"model.reference_encoder_path {path} ({tower}): give one of them")
+        cfg.model.reference_encoder = tower
+    if cfg.model.freeze_reference_encoder:
+        if cfg.model.reference_encoder is None:
+            parser.error("model.freeze_reference_encoder: the model has no reference encoder (set "
+                         "model.reference_encoder_path)")
+        if built.env.distributed:
+            parser.error("model.freeze_reference_encoder runs in one process only (a parallel layout's checkpoints "
+                         "keep trained parameters only)")
+
+
+# model.* options, not DiTConfig
+TRAINING_ONLY = ("pretrained_model_path", "spatial_table_growth", "recompute_every", "reference_encoder_path",
+                 "freeze_reference_encoder")
 
 
 def model_config(cfg):
@@ -185,7 +218,18 @@ def build_model(cfg, seed, groups=None, sp=False, zero_stage=0):
     pretrained = None
     if cfg.model.pretrained_model_path:
         pretrained = find_checkpoint(cfg.model.pretrained_model_path, "--model.pretrained_model_path")
-    return build_dit(model_config(cfg), seed, groups, sp, zero_stage, pretrained, cfg.model.spatial_table_growth)
+    model = build_dit(model_config(cfg), seed, groups, sp, zero_stage, pretrained, cfg.model.spatial_table_growth,
+                      cfg.model.reference_encoder_path)
+    if cfg.model.freeze_reference_encoder:
+        for param in model.reference_encoder.get_parameters():
+            param.requires_grad = False
+    return model
+
+
+def dataset_settings(cfg, **changes):
+    """The dataset's arguments: the config's, the reference image size of a model with a reference tower, `changes`."""
+    tower = model_config(cfg).reference_encoder
+    return {**cfg.dataset.as_dict(), "reference_size": tower["image_size"] if tower else None, **changes}
 
 
 def build_inputs(cfg, dataset, tae=None):
@@ -253,7 +297,7 @@ def validation_batches(cfg, inputs):
     """Fixed held-out batches (latents sampled once with the validation seed, no text dropout)."""
     if not cfg.valid.csv_path:
         return None
-    settings = {**cfg.dataset.as_dict(), "csv_path": cfg.valid.csv_path, "text_drop_prob": 0.0}
+    settings = dataset_settings(cfg, csv_path=cfg.valid.csv_path, text_drop_prob=0.0, reference_drop_prob=0.0)
     loader = VideoDataLoader(VideoDataset(**settings), seed=cfg.valid.seed, num_workers=0)
     rng = np.random.default_rng(cfg.valid.seed)
     batches = []
@@ -273,7 +317,7 @@ def main(argv=None):
         run.write_config(parser.dump(cfg))
         for option in ignored:
             _logger.info("on %s, ignored: %s", ms.get_context("device_target"), option)
-        dataset = VideoDataset(**cfg.dataset.as_dict())
+        dataset = VideoDataset(**dataset_settings(cfg))
         tae = load_tae(cfg.tae.path) if not dataset.latent_mode or built.pixel_loss.weight > 0 else None
         inputs = build_inputs(cfg, dataset, tae)
         groups_layout = Layout(groups.dp, groups.tp, groups.cp, layout.sp, settings.settings.zero_stage) \

@@ -14,7 +14,7 @@ by their corners >= 80%, adherence on held-out combinations no lower than the st
 """
 import logging
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Optional
 
 import mg  # noqa: F401  (quiet logging before mindspore loads)
 import numpy as np
@@ -25,12 +25,10 @@ from mg.data.toy_edit_data import toy_world_params
 from mg.data.toy_quality import QUALITY_MEASURES, measure_quality
 from mg.data.toy_world import ATTRIBUTES, adherence, classify, dataset_clip, read_combos, render
 from mg.data.transforms import to_model_range
-from mg.io import CheckpointError
 from mg.models.tae.media import to_uint8_frames
 from mg.pipelines import load_pipeline
-from mg.pipelines.cli import add_sampling_arguments, sample_options
+from mg.pipelines.cli import add_models_argument, add_sampling_arguments, compared_models, sample_options
 from mg.pipelines.outputs import save_report, save_video
-from mg.training.checkpoint import find_checkpoint
 
 _logger = logging.getLogger("eval_toy_quality")
 CLEAN = "clean renders"
@@ -115,8 +113,7 @@ def build_parser():
     parser.add_argument("--csv", type=str, required=True, help="toy CSV whose combinations are evaluated (held out)")
     parser.add_argument("--seen_csv", type=Optional[str], default=None, help="also evaluate combinations of this CSV")
     parser.add_argument("--seen_combos", type=int, default=8, help="how many combinations of --seen_csv")
-    parser.add_argument("--models", type=Optional[Dict[str, str]], default=None,
-                        help="{name: transformer checkpoint}, evaluated in this order (default: model.dit_checkpoint)")
+    add_models_argument(parser)
     parser.add_argument("--num_seeds", type=int, default=4, help="videos per combination and model")
     parser.add_argument("--save_videos", type=bool, default=False, help="write the generated videos too (output.*)")
     parser.add_argument("--output_path", type=str, default="eval_toy_quality")
@@ -130,13 +127,7 @@ def main(argv=None):
     sample = sample_options(cfg, progress=False)
     if cfg.num_seeds < 1:
         parser.error(f"--num_seeds must be >= 1, got {cfg.num_seeds}")
-    model = dict(cfg.model)
-    try:  # a run's ckpt folder stands for its newest checkpoint
-        checkpoints = {name: find_checkpoint(path, f"--models.{name}")
-                       for name, path in (cfg.models or {"model": model["dit_checkpoint"]}).items()}
-    except CheckpointError as err:
-        parser.error(str(err))
-    model.pop("dit_checkpoint")
+    checkpoints, model = compared_models(parser, cfg)
     groups = {"held-out": read_combos(cfg.csv)[0]}
     if cfg.seen_csv:
         groups["seen"] = read_combos(cfg.seen_csv, cfg.seen_combos, sample["seed"])[0]

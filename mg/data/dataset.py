@@ -8,6 +8,9 @@ Text is either returned raw (`caption`, "" when dropped for CFG) or, with `text_
 `<kind>_emb` (B, L, C) float32 and `<kind>_mask` (B, L) uint8. `fps` (B,) is the FPS of the sampled clip (0 for images).
 A table with edit rows (mg.data.table: `source_video`, `task`) also returns each sample's source as `source_latent`
 or `source_video` (the same clip of it; zeros for a text-to-video row) and `task` (B,) int32 (mg.data.conditions.TASKS).
+A table with reference images (personalization, `reference_image`) returns `reference` (B, 3, S, S) in [-1, 1] at
+`reference_size` and `reference_mask` (B,) float32: 1 where the sample has a reference, 0 where it has none or it was
+dropped (`reference_drop_prob`, for classifier-free guidance).
 
 A sample whose file is missing or cannot be decoded is replaced by another sample of the same group, so batches stay
 full and training never stops on a bad file; it is reported once per run (`note_skipped`, called by the loader in the
@@ -65,6 +68,9 @@ class VideoDataset:
         require_captions: skip rows with an empty caption (false for data that trains no text conditioning).
         pixels: in latent mode, also return each sample's frames as `video`: the clip its latent was cached from
             (the middle one), the target of a pixel-space loss (mg.training.pixel_loss).
+        reference_size: side of the square reference images (the vision tower's input size); None: reference
+            images are not read (a cache tool, a model without a reference tower).
+        reference_drop_prob: probability of dropping a sample's reference image (classifier-free guidance).
     """
 
     def __init__(self, csv_path: str, buckets: list[Bucket], video_folder: str = "",
@@ -72,9 +78,10 @@ class VideoDataset:
                  target_fps: Optional[float] = None, frame_stride: Optional[int] = None,
                  text_drop_prob: float = 0.0, random_clip_start: bool = True,
                  latent_compression: tuple[int, int, int] = (8, 8, 8), require_captions: bool = True,
-                 pixels: bool = False):
-        if not 0.0 <= text_drop_prob <= 1.0:
-            raise ValueError(f"text_drop_prob must be in [0, 1], got {text_drop_prob}")
+                 pixels: bool = False, reference_size: Optional[int] = None, reference_drop_prob: float = 0.0):
+        for name, value in (("text_drop_prob", text_drop_prob), ("reference_drop_prob", reference_drop_prob)):
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {value}")
         frame_step(30.0, target_fps, frame_stride)  # validates the sampling options before any file is read
         self.buckets = parse_buckets(buckets)
         self.csv_path = csv_path
@@ -103,6 +110,9 @@ class VideoDataset:
             raise ValueError(f"{csv_path}: no usable sample")
         self.samples = samples
         self.has_edits = any(s.row.source_video for s in samples)
+        self.has_references = any(s.row.reference_image for s in samples)
+        self.reads_references = self.has_references and reference_size is not None
+        self.reference_size, self.reference_drop_prob = reference_size, reference_drop_prob
         self.latent_channels = self._latent_channels()
         # (length, width) of each encoder's cached embeddings (the caches pad every prompt to one length)
         self.text_shapes = {kind: read_text_emb_shape(text_emb_path(folder, self._prompt(samples[0], kind)))
@@ -211,6 +221,8 @@ class VideoDataset:
             names += ["source_" + names[0], "task"]
         if self.pixels:
             names.append("video")
+        if self.reads_references:
+            names += ["reference", "reference_mask"]
         if self.text_emb_folders:
             for kind in self.text_emb_folders:
                 names += [f"{kind}_emb", f"{kind}_mask"]
@@ -236,6 +248,8 @@ class VideoDataset:
             out["source_" + key] = (self._visual(sample, source, sample.row.source_path, rng, start) if source
                                     else np.zeros_like(out[key]))
             out["task"] = np.int32(task_index(sample.row.task))
+        if self.reads_references:
+            out["reference"], out["reference_mask"] = self._reference(sample, rng)
         if self.text_emb_folders:
             for kind, folder in self.text_emb_folders.items():
                 prompt = EMPTY_PROMPT if dropped else self._prompt(sample, kind)
@@ -251,6 +265,14 @@ class VideoDataset:
             mean, std = load_latent(latent_path(self.tae_latent_folder, video))
             return mean + std * rng.standard_normal(mean.shape, dtype=np.float32)
         return self._frames(sample, path, start)
+
+    def _reference(self, sample: _Sample, rng: np.random.Generator):
+        """(the reference image (3, S, S) in [-1, 1], 1.0), or zeros and 0.0 when the row has none or it is dropped."""
+        size = self.reference_size
+        if not sample.row.reference_image or rng.random() < self.reference_drop_prob:
+            return np.zeros((3, size, size), np.float32), np.float32(0.0)
+        image = resize_center_crop(read_frames(sample.row.reference_path, [0])[:1], size, size)
+        return to_model_range(image)[:, 0], np.float32(1.0)
 
     def _frames(self, sample: _Sample, path: str, start) -> np.ndarray:
         """The clip of the file at `path` that begins at `start`, in the sample's bucket, in [-1, 1]."""

@@ -7,6 +7,9 @@ empty, where captions are needed) is skipped with a warning naming the file and 
 An edit's training rows (mg.data.conditions, Movie Gen Edit) add `source_video`, the video the instruction in
 `caption` is applied to (`video` is the result), and `task`, the edit's task (mg.data.conditions.TASKS); rows
 without them are text-to-video rows of the same table. A `task` the model does not know makes the whole file fail.
+
+Personalization rows (Movie Gen's personalized video) add `reference_image`: an image of the subject the video is
+to show (from the same clip, paired, or from another, cross-paired); rows without one show no given subject.
 """
 import logging
 import math
@@ -21,6 +24,7 @@ from mg.data.conditions import GENERATE, TASKS
 REQUIRED_COLUMNS = ("video", "caption")
 OPTIONAL_COLUMNS = ("fps", "frames", "height", "width")
 EDIT_COLUMNS = ("source_video", "task")
+REFERENCE_COLUMN = "reference_image"
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
 _logger = logging.getLogger(__name__)
@@ -45,6 +49,8 @@ class Row:
     source_video: str = ""  # an edit's input video as written in the CSV ("" for text-to-video)
     source_path: str = ""
     task: str = GENERATE
+    reference_image: str = ""  # the subject's reference image as written in the CSV ("" for none)
+    reference_path: str = ""
 
     @property
     def is_image(self) -> bool:
@@ -66,7 +72,8 @@ def read_table(csv_path: str, video_folder: str = "", require_captions: bool = T
     if not os.path.isfile(csv_path):
         raise FileNotFoundError(f"CSV file not found: {csv_path}")
     # bytes that are not UTF-8 become lone surrogates, so one bad row does not reject the whole file
-    frame = pd.read_csv(csv_path, dtype={c: str for c in ("video", "caption") + EDIT_COLUMNS}, keep_default_na=False,
+    text_columns = ("video", "caption", REFERENCE_COLUMN) + EDIT_COLUMNS
+    frame = pd.read_csv(csv_path, dtype={c: str for c in text_columns}, keep_default_na=False,
                         na_values={c: [""] for c in OPTIONAL_COLUMNS}, encoding="utf-8",
                         encoding_errors="surrogateescape")
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
@@ -95,8 +102,10 @@ def read_table(csv_path: str, video_folder: str = "", require_captions: bool = T
         if (edit["task"] == GENERATE) != (not edit["source_video"]):
             raise ValueError(f"{csv_path}, line {line}: an edit row needs both `source_video` and a `task` other "
                              f"than {GENERATE!r}; a text-to-video row neither")
+        reference = record.get(REFERENCE_COLUMN, "")
         rows.append(Row(video=record["video"], path=_resolve(video_folder, record["video"]), caption=record["caption"],
-                        source_path=_resolve(video_folder, edit["source_video"]), **edit, **numbers))
+                        source_path=_resolve(video_folder, edit["source_video"]), reference_image=reference,
+                        reference_path=_resolve(video_folder, reference), **edit, **numbers))
     return rows
 
 

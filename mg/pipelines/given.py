@@ -1,6 +1,7 @@
 """What a conditioned generation is given (a model with `condition_channels`): an image to start from, a video to
 continue, or a video and a mask to inpaint (GivenOptions); or a video to edit by the instruction in the prompt
-(EditOptions, a model with task embeddings too). Read from files, checked before any work, turned into the
+(EditOptions, a model with task embeddings too); or reference images of the subject (a model with a reference
+tower). Read from files, checked before any work, turned into the
 transformer's condition input (mg.data.conditions) through the TAE.
 
 The TAE makes a latent frame of every `temporal_compression` pixel frames, so what is known is known in whole latent
@@ -135,6 +136,20 @@ def condition_latent(given: GivenOptions, tae, num_frames: int, height: int, wid
     mask = (_pixels(given.mask, num_frames, height, width).mean(axis=0) > 0).astype(np.float32)
     compression = (step, tae.config.spatial_compression, tae.config.spatial_compression)
     return outside_region(latent, region_on_latent_grid(mask, compression))
+
+
+def check_reference_images(paths) -> None:
+    """Refuse, before any work, reference images that cannot be read."""
+    for path in paths:
+        _check_readable("reference_image", path, 1)
+
+
+def reference_pixels(paths, size: int) -> np.ndarray:
+    """(R, 3, size, size) in [-1, 1]: each reference image's first frame, resized and centre-cropped to the
+    reference tower's input."""
+    check_reference_images(paths)
+    return np.stack([to_model_range(resize_center_crop(read_frames(path, [0])[:1], size, size))[:, 0]
+                     for path in paths])
 
 
 def _tensor(pixels):

@@ -3,6 +3,7 @@ TAE decode. The pipeline only orchestrates; the math lives in the model, the sam
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Dict, List, Optional
 
 import mindspore as ms
@@ -11,7 +12,7 @@ from mindspore import Tensor
 from tqdm.auto import tqdm
 
 from mg.data.conditions import GENERATE, condition_input, task_index
-from mg.pipelines.given import EditOptions, GivenOptions, condition_latent, edit_latent
+from mg.pipelines.given import EditOptions, GivenOptions, condition_latent, edit_latent, reference_pixels
 from mg.pipelines.outputs import check_formats, save_video
 from mg.pipelines.sizes import resolve_size
 from mg.pipelines.text import TextConditioner
@@ -23,13 +24,15 @@ _logger = logging.getLogger(__name__)
 @dataclass
 class Generation:
     """One batch of results. videos: float32 (B, 3, T, H, W) in [-1, 1] (None if not decoded); latents: the
-    sampled (scaled) DiT latents (B, C, T', h, w); fps: None for images; seconds: wall-clock time per video."""
+    sampled (scaled) DiT latents (B, C, T', h, w); fps: None for images; seconds: wall-clock time per video;
+    references: each video's reference image (None without)."""
     prompts: List[str]
     seeds: List[int]
     videos: np.ndarray
     latents: np.ndarray
     fps: Optional[float]
     seconds: float
+    references: Optional[List[str]] = None
 
 
 def initial_noise(seed: int, shape) -> np.ndarray:
@@ -105,7 +108,8 @@ class MovieGenPipeline:
                  fps: float = 16, num_steps: int = 50, schedule: str = "linear_quadratic",
                  guidance_scale: float = 7.5, negative_prompt: str = "", seed: int = 0, batch_size: int = 1,
                  jit: bool = True, decode: bool = True, tiled_decode: bool = True, progress: bool = True,
-                 condition: Optional[GivenOptions] = None, edit: Optional[EditOptions] = None):
+                 condition: Optional[GivenOptions] = None, edit: Optional[EditOptions] = None,
+                 reference_images: Optional[List[str]] = None):
         """Yield a `Generation` per batch of prompts.
 
         Args:
@@ -130,6 +134,8 @@ class MovieGenPipeline:
                 or to inpaint); needs a transformer trained with conditions (`condition_channels`).
             edit: a video to edit, the prompts being instructions (mg.pipelines.given); needs a transformer trained
                 to edit (`condition_channels` and `num_tasks`).
+            reference_images: images of the subject, one video of each per prompt (personalization); needs a
+                transformer with a reference tower (`reference_encoder`).
         """
         if isinstance(prompts, str) or not prompts or not all(isinstance(p, str) for p in prompts):
             raise ValueError("prompts must be a non-empty list of strings")
@@ -137,10 +143,13 @@ class MovieGenPipeline:
         height, width = resolve_size(height, width, aspect_ratio, resolution, self.size_multiple)
         shape = self.latent_shape(num_frames, height, width)
         given = self.condition_input(condition, edit, num_frames, height, width)
+        references = self.reference_input(reference_images)
+        items = [(p, r) for p in prompts for r in range(len(references))] if references is not None else \
+            [(p, None) for p in prompts]
         prompt_fps = fps if num_frames > 1 else None
-        bar = tqdm(total=len(prompts), desc="videos", unit="video", disable=not progress)
-        for start in range(0, len(prompts), batch_size):
-            batch = list(prompts[start:start + batch_size])
+        bar = tqdm(total=len(items), desc="videos", unit="video", disable=not progress)
+        for start in range(0, len(items), batch_size):
+            batch = [p for p, _ in items[start:start + batch_size]]
             began = time.perf_counter()
             noise = np.stack([initial_noise(seed, shape) for _ in batch])
             cond = self.text.encode(batch, prompt_fps)
@@ -149,16 +158,33 @@ class MovieGenPipeline:
             if self.dit.config.num_tasks:
                 tasks = [edit.task_of(p) if edit is not None and edit.given else GENERATE for p in batch]
                 extra += (Tensor(np.array([task_index(task) for task in tasks], np.int32)),)
-            latents = sampler.sample(self.velocity_fn(jit), noise, _tensors(cond, extra), _tensors(uncond, extra),
-                                     progress=progress)
+            uncond_extra = extra
+            if references is not None:  # the unconditional branch has neither the text nor the reference
+                pixels = Tensor(references[[r for _, r in items[start:start + batch_size]]])
+                extra = extra + (None,) * (2 - len(extra))
+                uncond_extra = extra + (pixels, Tensor(np.zeros(len(batch), np.float32)))
+                extra = extra + (pixels, Tensor(np.ones(len(batch), np.float32)))
+            latents = sampler.sample(self.velocity_fn(jit), noise, _tensors(cond, extra),
+                                     _tensors(uncond, uncond_extra), progress=progress)
             videos = (np.stack([self.decode(latents[i:i + 1], num_frames, tiled_decode)[0] for i in range(len(batch))])
                       if decode else None)
             seconds = (time.perf_counter() - began) / len(batch)
             for prompt in batch:
                 _logger.info("%.1f s/video  %dx%dx%d  seed %d  %r", seconds, num_frames, height, width, seed, prompt)
             bar.update(len(batch))
-            yield Generation(batch, [seed] * len(batch), videos, latents.asnumpy(), prompt_fps, seconds)
+            used = None if references is None else [reference_images[r] for _, r in items[start:start + batch_size]]
+            yield Generation(batch, [seed] * len(batch), videos, latents.asnumpy(), prompt_fps, seconds, used)
         bar.close()
+
+    def reference_input(self, reference_images):
+        """(R, 3, S, S) reference images in [-1, 1] for the reference tower, or None (none given)."""
+        if not reference_images:
+            return None
+        tower = self.dit.config.reference_encoder
+        if tower is None:
+            raise ValueError("this transformer has no reference tower (reference_encoder): it cannot make a video of "
+                             "the subject in --reference_image; use a model trained as docs/personalization.md says")
+        return reference_pixels(reference_images, tower["image_size"])
 
     def condition_input(self, condition, edit, num_frames, height, width):
         """The condition input (1, C + 1, T', h, w) of what the videos are given or edit, or None (text only; a
@@ -196,7 +222,8 @@ class MovieGenPipeline:
         return Generation([p for g in parts for p in g.prompts], [s for g in parts for s in g.seeds],
                           None if parts[0].videos is None else np.concatenate([g.videos for g in parts]),
                           np.concatenate([g.latents for g in parts]),
-                          parts[0].fps, float(np.mean([g.seconds for g in parts])))
+                          parts[0].fps, float(np.mean([g.seconds for g in parts])),
+                          None if parts[0].references is None else [r for g in parts for r in g.references])
 
     def generate_files(self, prompts: List[str], output_path: str, formats: tuple = ("mp4",),
                        save_latents: bool = False, overwrite: bool = False, **options) -> List:
@@ -212,12 +239,15 @@ class MovieGenPipeline:
             for i, prompt in enumerate(result.prompts):
                 video = None if result.videos is None else result.videos[i]
                 latent = result.latents[i] if save_latents or video is None else None
+                if result.references is not None:  # the file says whose video it is
+                    prompt = f"{prompt} {Path(result.references[i]).stem}"
                 paths += save_video(output_path, prompt, result.seeds[i], video, fps, formats, latent, overwrite)
         return paths
 
 
 def _tensors(pair, extra=()):
-    """The model's arguments after (x, t): text embeddings and masks as tensors, then `extra` (the condition)."""
+    """The model's arguments after (x, t): text embeddings and masks as tensors, then `extra` (the condition, task
+    and reference inputs)."""
     if pair is None:
         return None
     embs, masks = pair

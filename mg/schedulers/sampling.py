@@ -40,11 +40,14 @@ def linear_quadratic_timesteps(num_steps, linear_steps=None, reference_steps=100
 
 
 def concat_batch(a, b):
-    """Concatenate two (nested tuples of) tensors along the batch axis. Tuples come back as `ms.mutable`: a plain
-    tuple is a compile-time constant to a jitted model, which would then recompile at every step."""
+    """Concatenate two (nested tuples of) tensors along the batch axis (None, an input the model does not take,
+    stays None). Tuples come back as `ms.mutable`: a plain tuple is a compile-time constant to a jitted model, which
+    would then recompile at every step."""
     if isinstance(a, (tuple, list)):
-        return ms.mutable(tuple(concat_batch(x, y) for x, y in zip(a, b)))
-    return mint.cat([a, b], dim=0)
+        parts = tuple(concat_batch(x, y) for x, y in zip(a, b))
+        # a tuple holding None cannot be mutable; it is only ever the argument list, unpacked into the call
+        return parts if None in parts else ms.mutable(parts)
+    return None if a is None else mint.cat([a, b], dim=0)
 
 
 class EulerSampler:

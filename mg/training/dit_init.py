@@ -12,6 +12,7 @@ from mindspore.common.initializer import initializer
 from mindspore.nn.utils import no_init_parameters
 
 from mg.io import check_names, load_checkpoint
+from mg.models.clip_vision import clip_vision_weights
 from mg.models.dit import MovieGenDiT
 from mg.models.dit.embeddings import expand_position_tables
 from mg.models.dit.io import TABLES, conditioning_added, select_weights
@@ -36,7 +37,8 @@ def previous_stage_weights(path):
 
 def start_from(model, path, spatial_growth="extend"):
     """Make the deferred parameters of `model` start from the weights of the checkpoint at `path`, its positional
-    tables grown to the model's (mg.models.dit.embeddings.expand_position_tables)."""
+    tables grown to the model's (mg.models.dit.embeddings.expand_position_tables). Returns the names of the
+    conditioning parameters the checkpoint lacks (`conditioning_added`), left at their initialisation."""
     shapes, read = previous_stage_weights(path)
     params = {p.name: p for p in model.trainable_params()}
     missing_tables = [name for name in TABLES if name not in shapes]
@@ -48,8 +50,25 @@ def start_from(model, path, spatial_growth="extend"):
     params = {name: param for name, param in params.items() if name not in added}
     check_names(params, {**shapes, **{n: t.shape for n, t in tables.items()}}, f"{path} does not fit this model")
     for name, param in params.items():
-        whole = tables[name] if name in tables else _Read(read, name)
-        param.set_data(initializer(PieceOf(whole, param.shape, lambda full: full), param.shape, param.dtype))
+        _start_param(param, tables[name] if name in tables else _Read(read, name))
+    return added
+
+
+REFERENCE_TOWER = "reference_encoder."
+
+
+def start_reference_encoder(model, path):
+    """Make the deferred parameters of the model's reference (vision) tower start from a Hugging Face-format CLIP
+    vision checkpoint directory, as the paper's starts from MetaCLIP's."""
+    shapes, read = clip_vision_weights(path)
+    params = {p.name[len(REFERENCE_TOWER):]: p for p in model.trainable_params() if p.name.startswith(REFERENCE_TOWER)}
+    check_names(params, shapes, f"{path} does not fit the model's reference_encoder (model.reference_encoder)")
+    for name, param in params.items():
+        _start_param(param, _Read(read, name))
+
+
+def _start_param(param, whole):
+    param.set_data(initializer(PieceOf(whole, param.shape, lambda full: full), param.shape, param.dtype))
 
 
 class _Read:
@@ -62,14 +81,19 @@ class _Read:
         arr[...] = self.read(self.name)
 
 
-def build_dit(config, seed, groups=None, sp=False, zero_stage=0, pretrained=None, spatial_growth="extend"):
+def build_dit(config, seed, groups=None, sp=False, zero_stage=0, pretrained=None, spatial_growth="extend",
+              reference_encoder=None):
     """The model of a training run: this rank's part of `config` under `groups` (None: one process), initialised
-    from `seed` or from the `pretrained` checkpoint (a file or a sharded directory)."""
+    from `seed` or from the `pretrained` checkpoint (a file or a sharded directory); a reference tower that the
+    checkpoint lacks starts from the CLIP vision checkpoint `reference_encoder` (a directory) when one is given."""
     with no_init_parameters():
         model = MovieGenDiT(config)
     seed_initializers(model, seed)
+    added = {p.name for p in model.trainable_params()}
     if pretrained is not None:
-        start_from(model, pretrained, spatial_growth)
+        added = start_from(model, pretrained, spatial_growth)
+    if reference_encoder is not None and any(name.startswith(REFERENCE_TOWER) for name in added):
+        start_reference_encoder(model, reference_encoder)
     if groups is not None:
         parallelize(model, groups, sp=sp, zero_stage=zero_stage)
     materialize(model)

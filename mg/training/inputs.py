@@ -42,6 +42,10 @@ class ModelInputs:
         if dataset.has_edits and not (config.num_tasks and config.condition_channels):
             raise ValueError(f"{dataset.csv_path} holds edits (source_video, task) but the transformer has no task "
                              "embeddings or condition channels (set model.num_tasks and model.condition_channels)")
+        if dataset.has_references and config.reference_encoder is None:
+            raise ValueError(f"{dataset.csv_path} has reference images (reference_image) but the transformer has no "
+                             "reference tower to read them (set model.reference_encoder_path to a CLIP vision "
+                             "checkpoint)")
         if not dataset.latent_mode and self.tae is None:
             raise ValueError("the dataset reads videos (no dataset.tae_latent_folder) but no TAE encodes them: set "
                              "tae.path to a TAE checkpoint")

@@ -141,8 +141,16 @@ class FlowMatchingTrainStep(TrainStep):
         return ()
 
     def condition_inputs(self, batch, x1, rng):
-        """A conditioned model's extra inputs: the condition, and the tasks of a model with task embeddings. An edit
-        sample (a task other than generation) knows its whole source video; the others draw what they are given
+        """The model's inputs after the text: the condition and tasks (`pixel_conditions`), then the reference
+        images and their mask of a model with a reference tower (None for what the model does not take)."""
+        extra = self.pixel_conditions(batch, x1, rng)
+        if self.model.config.reference_encoder is None or "reference" not in batch:
+            return extra
+        return extra + (None,) * (2 - len(extra)) + (ms.Tensor(batch["reference"]), ms.Tensor(batch["reference_mask"]))
+
+    def pixel_conditions(self, batch, x1, rng):
+        """A conditioned model's condition, and the tasks of a model with task embeddings. An edit sample (a task
+        other than generation) knows its whole source video; the others draw what they are given
         (self.conditions)."""
         if self.conditions is None:
             return ()

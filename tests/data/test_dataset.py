@@ -173,3 +173,20 @@ def test_batch_sizes_by_kind_override_the_buckets(csv_path, media):
     assert VideoDataLoader(dataset, num_workers=0).sampler.batch_sizes == [b.batch_size for b in BUCKETS]
     with pytest.raises(ValueError, match="dataloader.batch_size must be positive"):
         VideoDataLoader(dataset, num_workers=0, batch_size={"image_batch_size": 0})
+
+
+def test_reference_images_are_read_at_the_tower_size_dropped_and_skipped_when_not_asked(media, write_csv, png_pattern):
+    csv_path = write_csv([[media.landscape, "a wide clip", media.image_png], [media.portrait, "a tall clip", ""]],
+                         columns=("video", "caption", "reference_image"))
+    dataset = make(csv_path, media, reference_size=20)
+    assert dataset.has_references and {"reference", "reference_mask"} <= set(dataset.column_names)
+    given, none = (dataset.load_sample(i, np.random.default_rng(0)) for i in range(2))
+    assert given["reference"].shape == (3, 20, 20) and given["reference_mask"] == 1.0
+    expected = png_pattern.reshape(20, 2, 20, 2, 3).mean(axis=(1, 3)) / 127.5 - 1  # 40 -> 20 px, area averaging
+    np.testing.assert_allclose(given["reference"].transpose(1, 2, 0), expected, atol=0.01)
+    assert none["reference_mask"] == 0.0 and not none["reference"].any()
+    dropped = make(csv_path, media, reference_size=20, reference_drop_prob=1.0).load_sample(0, np.random.default_rng(0))
+    assert dropped["reference_mask"] == 0.0 and not dropped["reference"].any()
+    plain = make(csv_path, media)  # no reference size: a cache tool, a model without a tower
+    assert plain.has_references and "reference" not in plain.column_names
+    assert "reference" not in plain.load_sample(0, np.random.default_rng(0))

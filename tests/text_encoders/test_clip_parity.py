@@ -4,8 +4,8 @@ import pytest
 import torch
 import transformers
 
+from mg.models.hf_checkpoint import interpolate_positions
 from mg.models.text_encoders import build_text_encoder
-from mg.models.text_encoders.checkpoint import interpolate_positions
 
 PROMPTS = ["FPS-16 a cat", "FPS-24 a dog runs on the beach", ""]
 

@@ -4,8 +4,8 @@ import pytest
 import torch
 import transformers
 
+from mg.models.hf_checkpoint import load_weights
 from mg.models.text_encoders import build_text_encoder
-from mg.models.text_encoders.checkpoint import load_weights
 from mg.models.text_encoders.encoder import _t5_name
 from mg.models.text_encoders.tiny import write_tiny_text_encoder
 

@@ -1,6 +1,8 @@
 """Transformer configuration, the named sizes (flavors), and the parameter count of a configuration."""
 from dataclasses import dataclass, field, fields
-from typing import Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
+
+from mg.models.clip_vision import CLIPVisionConfig
 
 DEFAULT_TEXT_ENCODERS = {"ul2": 4096, "byt5": 1472, "metaclip": 1280}
 TASK_TOKENS = 4  # context tokens per task embedding (the paper's four)
@@ -32,6 +34,10 @@ class DiTConfig:
     given beside the noisy latent (a known latent and its mask, mg.data.conditions), concatenated on channels with
     zero-initialised input weights; `num_tasks` learned task embeddings, each TASK_TOKENS context tokens after the
     text and a vector added to the timestep embedding. 0 and 0: text-to-video only.
+
+    Personalization: `reference_encoder`, the architecture of a CLIP vision tower (mg.models.clip_vision.
+    CLIPVisionConfig fields), makes the model take a reference image of its subject: the tower's tokens, projected
+    like each text encoder's (Linear + LayerNorm), follow the text in the cross-attention context. None: no reference.
     """
 
     flavor: Optional[str] = None
@@ -50,6 +56,7 @@ class DiTConfig:
     dtype: str = "fp32"
     condition_channels: int = 0
     num_tasks: int = 0
+    reference_encoder: Optional[Dict[str, Any]] = None
 
     def __post_init__(self):
         if self.flavor is not None:
@@ -74,6 +81,16 @@ class DiTConfig:
         if self.condition_channels < 0 or self.num_tasks < 0:
             raise ValueError(f"condition_channels and num_tasks must be >= 0, got {self.condition_channels}, "
                              f"{self.num_tasks}")
+        if self.reference_encoder is not None:
+            object.__setattr__(self, "reference_encoder", reference_config(self.reference_encoder).to_dict())
+
+
+def reference_config(fields):
+    """The CLIPVisionConfig of a `reference_encoder` dict, with a clear error for a bad one."""
+    try:
+        return CLIPVisionConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"model.reference_encoder is not a CLIP vision tower configuration ({err})") from err
 
 
 def dit_config(flavor="tiny", **overrides):
@@ -101,4 +118,7 @@ def parameter_count(config):
              + 6 * d)              # per-block modulation table
     final = d + d * 2 * d + 2 * d + d * patch_out + patch_out
     conditioning = config.condition_channels * pt * ph * pw * d + config.num_tasks * (TASK_TOKENS + 1) * d
+    if config.reference_encoder is not None:
+        vision = reference_config(config.reference_encoder)
+        conditioning += vision.parameter_count() + vision.hidden_size * d + 3 * d  # the tower and its projection
     return patch_embed + positions + timestep + modulation + text + config.depth * block + final + conditioning

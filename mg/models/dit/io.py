@@ -34,26 +34,30 @@ def config_from_dict(fields, source="checkpoint"):
 
 
 def select_weights(tensors, prefer_ema=True, source="checkpoint"):
-    """The model parameters of a checkpoint: the `ema/` namespace if present (and preferred), else `model/`, else
-    the un-namespaced tensors."""
+    """The model parameters of a checkpoint: the `ema/` namespace if present (and preferred; `model/` for what the
+    EMA does not track), else `model/`, else the un-namespaced tensors."""
     spaces = ("ema", "model") if prefer_ema else ("model",)
     for space in spaces:
         prefix = f"{space}/"
         picked = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
         if picked:
-            return picked
+            # the EMA tracks trained parameters only: frozen ones (a frozen reference tower) come from the model
+            model = {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")}
+            return {**model, **picked}
     bare = {k: v for k, v in tensors.items() if "/" not in k}
     if not bare:
         raise CheckpointError(f"{source} holds no transformer weights (no 'ema/', 'model/' or bare names)")
     return bare
 
 
-CONDITIONING = ("condition_embed.", "task_embed.")  # the parameters conditioning adds to a text-to-video model
+# the parameters conditioning adds to a text-to-video model
+CONDITIONING = ("condition_embed.", "task_embed.", "reference_encoder.", "reference_projection.")
 
 
 def conditioning_added(expected_names, given_names):
     """The parameters of a conditioned model (`expected_names`) that a checkpoint (`given_names`) lacks as a whole
-    group (the condition input, the task embeddings): they keep their initialisation, zero input weights, so the
+    group (the condition input, the task embeddings, the reference tower and its projection): they keep their
+    initialisation (zero input weights for the condition; the tower starts from its own checkpoint), so the
     checkpoint's model is where training starts (a text-to-video model, or a conditioned one gaining tasks). A group
     the checkpoint holds in part is not added: the missing names are refused."""
     given = [name for name in given_names if name.startswith(CONDITIONING)]

@@ -10,15 +10,19 @@ the input of every block.
 Movie Gen Edit and pixel-conditioned generation add two inputs: a condition latent concatenated with the noisy one
 on channels (its input weights zero-initialised, so a text-to-video checkpoint is the starting point), and a task
 embedding: tokens after the text context and a vector added to the timestep embedding.
+
+Personalization adds a reference image of the subject: a CLIP vision tower (trained with the model) turns it into
+tokens that are projected like the text encoders' and follow the text in the cross-attention context.
 """
 import mindspore as ms
 from mindspore import Parameter, mint, nn
 from mindspore.common.initializer import Zero, initializer
 
 from mg.backends import expand, gated_add, modulate, split_equal
-from mg.models.dit.config import TASK_TOKENS, DiTConfig
-from mg.models.dit.embeddings import (FactorizedPositionEmbedding, PatchEmbed3D, TaskEmbedding, TextProjector,
-                                      TimestepEmbedder, unpatchify)
+from mg.models.clip_vision import CLIPVisionTransformer
+from mg.models.dit.config import TASK_TOKENS, DiTConfig, reference_config
+from mg.models.dit.embeddings import (EncoderProjection, FactorizedPositionEmbedding, PatchEmbed3D, TaskEmbedding,
+                                      TextProjector, TimestepEmbedder, unpatchify)
 from mg.models.dit.layers import CrossAttention, Linear, RMSNorm, SelfAttention, SwiGLU, zero_init_
 
 COMPUTE_DTYPES = {"fp32": ms.float32, "bf16": ms.bfloat16}
@@ -84,7 +88,9 @@ class MovieGenDiT(nn.Cell):
     `text_embs` / `text_masks` are tuples with one (B, L_i, C_i) embedding and one (B, L_i) mask (1 = token,
     0 = padding) per configured text encoder, in `config.text_encoders` order. With `config.condition_channels`,
     `condition` (B, condition_channels, T, H, W) is the known part of the video and its mask (None: nothing known,
-    text-to-video); with `config.num_tasks`, `task` (B,) int32 picks each sample's task (None: no task tokens).
+    text-to-video); with `config.num_tasks`, `task` (B,) int32 picks each sample's task (None: no task tokens);
+    with `config.reference_encoder`, `reference` (B, 3, S, S) in [-1, 1] is an image of the subject and
+    `reference_mask` (B,) says which samples have one (1) or not (0: the reference tokens are masked).
     """
 
     def __init__(self, config: DiTConfig):
@@ -105,6 +111,12 @@ class MovieGenDiT(nn.Cell):
         # One projection from the timestep embedding to the six modulation vectors, shared by all blocks.
         self.t_modulation = zero_init_(Linear(d, 6 * d))
         self.text_projector = TextProjector(config.text_encoders, d)
+        if config.reference_encoder is not None:
+            vision = reference_config(config.reference_encoder)
+            self.reference_encoder = CLIPVisionTransformer(vision)
+            self.reference_projection = EncoderProjection(vision.hidden_size, d)
+        else:
+            self.reference_encoder = self.reference_projection = None
         self.blocks = nn.CellList([TransformerBlock(d, config.ffn_dim, config.num_heads, config.norm_eps)
                                    for _ in range(config.depth)])
         pt, ph, pw = config.patch_size
@@ -118,7 +130,7 @@ class MovieGenDiT(nn.Cell):
             raise ValueError(f"latent (T, H, W) = {(t, h, w)} is not divisible by the patch size {(pt, ph, pw)}")
         return t // pt, h // ph, w // pw
 
-    def construct(self, x, t, text_embs, text_masks, condition=None, task=None):
+    def construct(self, x, t, text_embs, text_masks, condition=None, task=None, reference=None, reference_mask=None):
         grid = self.patch_grid(x.shape)
         tokens = self.patch_embed(x)
         if condition is not None:
@@ -128,6 +140,8 @@ class MovieGenDiT(nn.Cell):
         pos = expand(self.pos_embed(grid).astype(self.compute_dtype), tokens.shape)
         t_emb = self.t_embedder(t)
         context, context_mask = self.text_projector(text_embs, text_masks)
+        if reference is not None:
+            context, context_mask = self.add_reference(context, context_mask, reference, reference_mask)
         if task is not None:
             task_tokens, task_vector = self.task_embed(task)
             t_emb = t_emb + task_vector
@@ -140,3 +154,11 @@ class MovieGenDiT(nn.Cell):
             tokens = block(tokens, pos, modulation, context, context_mask)
         out = self.final(tokens, t_emb)
         return unpatchify(out, grid, self.patch_size, self.out_channels).astype(ms.float32)
+
+    def add_reference(self, context, context_mask, reference, reference_mask):
+        """The context with the reference image's projected tokens after the text, masked where a sample has none."""
+        tower = self.reference_encoder
+        tokens = self.reference_projection(tower(tower.normalize(reference.astype(ms.float32))))
+        mask = reference_mask.astype(context_mask.dtype).reshape(-1, 1) * mint.ones(
+            tokens.shape[:2], dtype=context_mask.dtype)
+        return mint.cat([context, tokens.astype(context.dtype)], dim=1), mint.cat([context_mask, mask], dim=1)

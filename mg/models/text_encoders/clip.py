@@ -2,15 +2,17 @@
 
 Cell and parameter names mirror Hugging Face's `CLIPTextModel` with the `text_model.` prefix dropped. The output
 is the whole last hidden state after the final LayerNorm (B, L, C): the DiT cross-attends to every token, so there
-is no pooling and no projection. The position table may be longer than the checkpoint's (see checkpoint.py).
+is no pooling and no projection. The position table may be longer than the checkpoint's (see encoder.py). The
+transformer stack is shared with the vision tower (`mg.models.clip_encoder`).
 """
 from dataclasses import dataclass, replace
 
 import mindspore as ms
 import numpy as np
-from mindspore import Tensor, mint, nn
+from mindspore import Tensor, nn
 
-from .layers import MASK_VALUE, Embedding, LayerNorm, activation, attention, merge_heads, padding_bias, split_heads
+from mg.models.clip_encoder import CLIPEncoder
+from mg.models.encoder_layers import MASK_VALUE, Embedding, LayerNorm, padding_bias
 
 
 @dataclass(frozen=True)
@@ -48,58 +50,6 @@ class CLIPTextEmbeddings(nn.Cell):
     def construct(self, input_ids: Tensor) -> Tensor:
         n = input_ids.shape[1]
         return self.token_embedding(input_ids) + self.position_embedding.weight[:n].unsqueeze(0)
-
-
-class CLIPAttention(nn.Cell):
-    def __init__(self, cfg: CLIPTextConfig, dtype):
-        super().__init__()
-        d = cfg.hidden_size
-        self.num_heads = cfg.num_attention_heads
-        self.scale = (d // self.num_heads) ** -0.5
-        self.q_proj = mint.nn.Linear(d, d, dtype=dtype)
-        self.k_proj = mint.nn.Linear(d, d, dtype=dtype)
-        self.v_proj = mint.nn.Linear(d, d, dtype=dtype)
-        self.out_proj = mint.nn.Linear(d, d, dtype=dtype)
-
-    def construct(self, x: Tensor, bias: Tensor) -> Tensor:
-        h = self.num_heads
-        q, k, v = split_heads(self.q_proj(x), h), split_heads(self.k_proj(x), h), split_heads(self.v_proj(x), h)
-        return self.out_proj(merge_heads(attention(q, k, v, bias, self.scale)))
-
-
-class CLIPMLP(nn.Cell):
-    def __init__(self, cfg: CLIPTextConfig, dtype):
-        super().__init__()
-        self.act = activation(cfg.hidden_act, f"CLIP hidden_act={cfg.hidden_act!r}")
-        self.fc1 = mint.nn.Linear(cfg.hidden_size, cfg.intermediate_size, dtype=dtype)
-        self.fc2 = mint.nn.Linear(cfg.intermediate_size, cfg.hidden_size, dtype=dtype)
-
-    def construct(self, x: Tensor) -> Tensor:
-        return self.fc2(self.act(self.fc1(x)))
-
-
-class CLIPEncoderLayer(nn.Cell):
-    def __init__(self, cfg: CLIPTextConfig, dtype):
-        super().__init__()
-        self.self_attn = CLIPAttention(cfg, dtype)
-        self.layer_norm1 = LayerNorm(cfg.hidden_size, cfg.layer_norm_eps, dtype)
-        self.mlp = CLIPMLP(cfg, dtype)
-        self.layer_norm2 = LayerNorm(cfg.hidden_size, cfg.layer_norm_eps, dtype)
-
-    def construct(self, x: Tensor, bias: Tensor) -> Tensor:
-        x = x + self.self_attn(self.layer_norm1(x), bias)
-        return x + self.mlp(self.layer_norm2(x))
-
-
-class CLIPEncoder(nn.Cell):
-    def __init__(self, cfg: CLIPTextConfig, dtype):
-        super().__init__()
-        self.layers = nn.CellList([CLIPEncoderLayer(cfg, dtype) for _ in range(cfg.num_hidden_layers)])
-
-    def construct(self, x: Tensor, bias: Tensor) -> Tensor:
-        for layer in self.layers:
-            x = layer(x, bias)
-        return x
 
 
 def causal_bias(length: int) -> Tensor:

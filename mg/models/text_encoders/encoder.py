@@ -6,7 +6,7 @@ import mindspore as ms
 import numpy as np
 from mindspore import Tensor
 
-from .checkpoint import checkpoint_dir, interpolate_positions, load_weights, read_config
+from mg.models.hf_checkpoint import checkpoint_dir, interpolate_positions, load_weights, read_config
 from .clip import CLIPTextConfig, CLIPTextTransformer
 from .prompts import check_kind
 from .t5 import T5Config, T5Encoder

@@ -1,7 +1,7 @@
 """T5 encoder (serves UL2 and ByT5): relative position bias, RMS LayerNorm, relu or gated feed-forward.
 
 Cell and parameter names mirror Hugging Face's `T5EncoderModel` with the `encoder.` prefix dropped, so a
-checkpoint loads name by name (see checkpoint.py). Only the encoder exists; a full encoder-decoder checkpoint
+checkpoint loads name by name (see mg.models.hf_checkpoint). Only the encoder exists; a full encoder-decoder checkpoint
 (UL2 is one) loads its encoder half.
 """
 import math
@@ -12,7 +12,7 @@ import numpy as np
 from mindspore import Tensor, mint, nn
 
 from mg.backends import permute
-from .layers import Embedding, RMSNorm, activation, attention, merge_heads, padding_bias, split_heads
+from mg.models.encoder_layers import Embedding, RMSNorm, activation, attention, merge_heads, padding_bias, split_heads
 
 
 @dataclass(frozen=True)

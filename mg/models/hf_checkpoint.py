@@ -1,6 +1,7 @@
 """Read Hugging Face-format checkpoint directories (config.json + safetensors, single file or sharded).
 
-Weights are read lazily per tensor, so the decoder half of an encoder-decoder checkpoint is never loaded.
+Shared by the text encoders and the CLIP vision tower, so it lives outside any one model package. Weights are read
+lazily per tensor, so the decoder half of an encoder-decoder checkpoint is never loaded.
 Every parameter of the target cell must be found with the right shape, or loading fails naming what is wrong
 (`mg.io.check_names`) before any weight is copied.
 """
@@ -22,7 +23,7 @@ INDEX_FILE = "model.safetensors.index.json"
 def checkpoint_dir(path) -> Path:
     path = Path(path)
     if not path.is_dir():
-        raise FileNotFoundError(f"text encoder checkpoint directory {str(path)!r} does not exist")
+        raise FileNotFoundError(f"checkpoint directory {str(path)!r} does not exist")
     return path
 
 
@@ -52,6 +53,40 @@ def weight_files(path) -> dict:
     )
 
 
+def read_weights(
+    path,
+    rename: Callable[[str], Optional[str]],
+    adapt: Optional[Callable[[str, np.ndarray], np.ndarray]] = None,
+) -> tuple[dict, Callable[[str], np.ndarray]]:
+    """({parameter name: shape as stored}, read): what a checkpoint holds for a model, before reading any weight.
+
+    rename: checkpoint name -> parameter name, or None for tensors this model does not use.
+    adapt: optional (parameter name, array) -> array that `read` applies; the shapes stay those in the files.
+    Shapes come from the file headers, so a caller can check names and shapes (and build a model) first;
+    `read(name)` then opens the file and reads that one tensor, so no more than one is ever held.
+    """
+    sources = {}
+    for ckpt_name, file in weight_files(path).items():
+        name = rename(ckpt_name)
+        if name is not None:
+            sources.setdefault(name, (ckpt_name, file))  # tied copies (T5's shared / embed_tokens) are equal
+    by_file = defaultdict(list)
+    for name, (ckpt_name, file) in sources.items():
+        by_file[file].append((name, ckpt_name))
+    shapes = {}
+    for file, names in by_file.items():
+        with safe_open(file, framework="np") as f:
+            shapes.update({name: tuple(f.get_slice(ckpt_name).get_shape()) for name, ckpt_name in names})
+
+    def read(name: str) -> np.ndarray:
+        ckpt_name, file = sources[name]
+        with safe_open(file, framework="np") as f:
+            array = f.get_tensor(ckpt_name)
+        return array if adapt is None else adapt(name, array)
+
+    return shapes, read
+
+
 def load_weights(
     cell: nn.Cell,
     path,
@@ -63,30 +98,22 @@ def load_weights(
     rename: checkpoint name -> parameter name, or None for tensors this model does not use.
     adapt: optional (parameter name, array, target shape) -> array, called for a tensor whose shape differs from its
         parameter's, for deliberate resizes (CLIP positions); what it returns must then fit.
-    Names and shapes are checked from the file headers before anything is copied, and tensors are read one at a time.
+    Names and shapes are checked before anything is copied (only tensors to adapt are read for that), and tensors
+    are read one at a time.
     """
     params = dict(cell.parameters_and_names())
-    sources = {}
-    for ckpt_name, file in weight_files(path).items():
-        name = rename(ckpt_name)
-        if name is not None:
-            sources.setdefault(name, (ckpt_name, file))  # tied copies (T5's shared / embed_tokens) are equal
-    by_file = defaultdict(list)
-    for name, (ckpt_name, file) in sources.items():
-        by_file[file].append((name, ckpt_name))
-    shapes, adapted = {}, {}
-    for file, names in by_file.items():
-        with safe_open(file, framework="np") as f:
-            for name, ckpt_name in names:
-                shapes[name] = tuple(f.get_slice(ckpt_name).get_shape())
-                if adapt is not None and name in params and shapes[name] != tuple(params[name].shape):
-                    adapted[name] = adapt(name, f.get_tensor(ckpt_name), tuple(params[name].shape))
-                    shapes[name] = tuple(adapted[name].shape)
+
+    def fit(name: str, array: np.ndarray) -> np.ndarray:
+        target = tuple(params[name].shape) if name in params else array.shape
+        return array if array.shape == target else adapt(name, array, target)
+
+    shapes, read = read_weights(path, rename, None if adapt is None else fit)
+    adapted = {name: read(name) for name, shape in shapes.items()
+               if adapt is not None and name in params and shape != tuple(params[name].shape)}
+    shapes.update({name: tuple(array.shape) for name, array in adapted.items()})
     check_names(params, shapes, f"{path} does not fit {type(cell).__name__} (does config.json match the weights?)")
-    for file, names in by_file.items():
-        with safe_open(file, framework="np") as f:
-            for name, ckpt_name in names:
-                copy_into(params[name], adapted[name] if name in adapted else f.get_tensor(ckpt_name))
+    for name in shapes:
+        copy_into(params[name], adapted.pop(name) if name in adapted else read(name))
 
 
 def interpolate_positions(table: np.ndarray, length: int) -> np.ndarray:

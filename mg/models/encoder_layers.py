@@ -1,4 +1,7 @@
-"""Building blocks shared by the T5 and CLIP text encoders.
+"""Building blocks shared by the T5 and CLIP text encoders and the CLIP vision tower (`mg.models.clip_vision`).
+
+They live outside `mg.models.text_encoders` so the transformer (`mg.models.dit`) can build a vision tower from them
+without importing the text encoders (an import-linter independence contract).
 
 Names of parameters follow Hugging Face's (`weight`, `bias`) so checkpoints map onto the cells name by name.
 Norms and softmax run in fp32 whatever the weight dtype (bf16 on Ascend, fp32 on CPU).
@@ -12,12 +15,26 @@ from mg.backends import permute
 # Additive mask value: large enough that exp() underflows to exactly 0, small enough that adding two never overflows.
 MASK_VALUE = -1e9
 
+
+# Named functions, not lambdas: ms.jit parses an activation's source and cannot parse a lambda inside a dict literal.
+def gelu(x: Tensor) -> Tensor:
+    return ops.gelu(x, approximate="none")  # exact erf form
+
+
+def gelu_tanh(x: Tensor) -> Tensor:
+    return ops.gelu(x, approximate="tanh")
+
+
+def quick_gelu(x: Tensor) -> Tensor:
+    return x * mint.sigmoid(1.702 * x)  # original OpenAI CLIP
+
+
 ACTIVATIONS = {
     "relu": mint.nn.functional.relu,
-    "gelu": lambda x: ops.gelu(x, approximate="none"),  # exact erf form
-    "gelu_new": lambda x: ops.gelu(x, approximate="tanh"),  # HF's name for the tanh approximation (T5 v1.1)
-    "gelu_pytorch_tanh": lambda x: ops.gelu(x, approximate="tanh"),
-    "quick_gelu": lambda x: x * mint.sigmoid(1.702 * x),  # original OpenAI CLIP
+    "gelu": gelu,
+    "gelu_new": gelu_tanh,  # HF's name for the tanh approximation (T5 v1.1)
+    "gelu_pytorch_tanh": gelu_tanh,
+    "quick_gelu": quick_gelu,
     "silu": mint.nn.functional.silu,
 }
 
