@@ -1,23 +1,30 @@
 #!/usr/bin/env bash
 # The toy world's personalization model (Movie Gen's personalized video, docs/personalization.md) on a CPU, from the
 # committed stage-2 text-to-video toy model: the subjects' data (tools/make_toy_subject_data.py), the toy reference
-# tower ($EXPORT/vision, tools/make_toy_vision_tower.py: made once, kept if present), caches with the committed TAE
-# and text encoders, stage I (paired references, still images, tower frozen), stage II (paired, with videos, frozen),
-# stage III (cross-paired, tower fine-tuned) and the paper's ablation of stage III with the tower frozen, the export
-# of stage III to $EXPORT/dit_personalize and the table of every stage on unseen subjects
-# (tools/eval_toy_personalization.py). Everything goes to $RUN (default runs/toy_subjects). Running it again continues.
+# tower ($EXPORT/vision, tools/make_toy_vision_tower.py: made once, kept if present), the toy TAE fine-tuned on the
+# subjects ($EXPORT/tae_subjects), caches with it and the committed text encoders, stage I (paired references, still
+# images, tower frozen), stage II (paired, with videos, frozen), stage III (cross-paired, tower fine-tuned) and the
+# paper's ablation of stage III with the tower frozen, the export of stage III to $EXPORT/dit_personalize and the
+# table of every stage on unseen subjects (tools/eval_toy_personalization.py). Everything goes to $RUN (default
+# runs/toy_subjects). Running it again continues.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN=${RUN:-runs/toy_subjects}
 source scripts/toy_common.sh
 EXPORT=${EXPORT:-checkpoints/toy}
-TAE="$EXPORT/tae.safetensors"
+TAE="$RUN/tae/tae.safetensors"
 
 [ -f "$RUN/data/heldout.csv" ] || python tools/make_toy_subject_data.py --output_folder "$RUN/data"
 [ -f "$RUN/data/train_paired_images.csv" ] || python -c "import pandas as pd, sys
 table = pd.read_csv(sys.argv[1], dtype=str, keep_default_na=False)
 table[table['frames'] == '1'].to_csv(sys.argv[2], index=False)" "$RUN/data/train_paired.csv" "$RUN/data/train_paired_images.csv"
 [ -d "$EXPORT/vision" ] || python tools/make_toy_vision_tower.py --output_folder "$EXPORT/vision"
+[ -f "$TAE" ] || python tools/train_tae.py --config configs/tae/train_toy.yaml \
+  --config configs/tae/train_toy_subjects.yaml --data.csv_path "$RUN/data/train_paired.csv" \
+  --data.video_folder "$RUN/data" --train.output_path "$RUN/tae" \
+  $([ -f "$RUN/tae/config.yaml" ] && echo "--train.resume latest")
+cp "$RUN/tae/tae.safetensors" "$EXPORT/tae_subjects.safetensors"
+cp "$RUN/tae/tae.json" "$EXPORT/tae_subjects.json"
 cache "$TAE" "$EXPORT" train_paired train_cross heldout
 
 stage() {  # stage <N> <CSV in $RUN/data> <output> <starting checkpoint> [train.py options]: train, export to <output>/model
@@ -36,7 +43,8 @@ stage 3 train_cross "$RUN/stage3" "$RUN/stage2/model.safetensors"
 stage 3 train_cross "$RUN/stage3_frozen" "$RUN/stage2/model.safetensors" --model.freeze_reference_encoder true
 python tools/export_dit.py --checkpoint "$RUN/stage3/ckpt" --output "$EXPORT/dit_personalize" --overwrite true
 
-python tools/eval_toy_personalization.py --config configs/inference/toy.yaml --csv "$RUN/data/heldout.csv" \
+python tools/eval_toy_personalization.py --config configs/inference/toy.yaml \
+  --config configs/inference/toy_personalize.yaml --csv "$RUN/data/heldout.csv" \
   --models "{stage I: $RUN/stage1/model.safetensors, stage II (paired only): $RUN/stage2/model.safetensors,
              stage III: $RUN/stage3/model.safetensors, stage III (tower frozen): $RUN/stage3_frozen/model.safetensors}" \
   --tae_ceiling true --output_path "$RUN/eval"

@@ -91,7 +91,7 @@ def test_an_edit_sample_knows_its_whole_source_and_the_others_draw_their_conditi
     step = SimpleNamespace(conditions=ConditionTasks(none=0.0, first_frames=1.0, region=0.0), inputs=inputs,
                            model=SimpleNamespace(config=SimpleNamespace(num_tasks=6)))
     batch = {"source_latent": source, "task": np.array([1, 0, 3], np.int32)}
-    condition, task = FlowMatchingTrainStep.condition_inputs(step, batch, ms.Tensor(x1), rng)
+    condition, task = FlowMatchingTrainStep.pixel_conditions(step, batch, ms.Tensor(x1), rng)
     condition = condition.asnumpy()
     for i in (0, 2):  # edits: the source, all known
         np.testing.assert_array_equal(condition[i, :4], source[i])
