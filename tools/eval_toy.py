@@ -185,10 +185,7 @@ def main(argv=None):
         records = evaluate_model(pipeline, groups, sample, cfg.num_seeds, cfg.output_path, cfg.output,
                                  cfg.save_videos, cfg.given)
     table, rates = report(records)
-    out = Path(cfg.output_path)
-    stem = save_report(out, "eval_toy", table, {"rates": rates, "records": records})
-    print(table)
-    _logger.info("wrote %s/%s.json and .md", out, stem)
+    save_report(cfg.output_path, "eval_toy", table, rates, records)
     return rates
 
 

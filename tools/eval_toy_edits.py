@@ -183,9 +183,7 @@ def main(argv=None):
         records += evaluate(pipeline, name, videos, sample, per_frame=name == PER_FRAME, scratch=scratch,
                             save_to=out / "videos" if cfg.save_videos else None, output=cfg.output)
     table, rates = report(records)
-    stem = save_report(out, "eval_toy_edits", table, {"rates": rates, "records": records})
-    print(table)
-    _logger.info("wrote %s/%s.json and .md", out, stem)
+    save_report(out, "eval_toy_edits", table, rates, records)
     return rates
 
 

@@ -138,9 +138,7 @@ def main(argv=None):
     if cfg.tae_ceiling:
         records += evaluate_tae(pipeline, rows)
     table, rates = report(records)
-    stem = save_report(out, "eval_toy_personalization", table, {"rates": rates, "records": records})
-    print(table)
-    _logger.info("wrote %s/%s.json and .md", out, stem)
+    save_report(out, "eval_toy_personalization", table, rates, records)
     return rates
 
 

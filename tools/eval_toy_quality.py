@@ -142,9 +142,7 @@ def main(argv=None):
     for group, row, frames in clean_renders(groups, cfg.num_seeds):
         records += [measure(frames, row, CLEAN, group), measure(through_tae(tae, frames), row, THROUGH_TAE, group)]
     table, rates = report(records)
-    stem = save_report(out, "eval_toy_quality", table, {"rates": rates, "records": records})
-    print(table)
-    _logger.info("wrote %s/%s.json and .md", out, stem)
+    save_report(out, "eval_toy_quality", table, rates, records)
     return rates
 
 

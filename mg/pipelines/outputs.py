@@ -1,6 +1,7 @@
 """Writing generated videos: file names from prompt and seed, never replacing an existing file unless asked;
 mp4 (mp4v), gif, or a folder of PNG frames (a single PNG for an image); optional latents (safetensors)."""
 import json
+import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,8 @@ FORMATS = ("mp4", "gif", "png")
 # Every file a video's stem can have (a folder of PNG frames has none): a stem is free only if none exists, so files
 # of different runs never share a name.
 OUTPUT_SUFFIXES = (".mp4", ".gif", ".png", "", ".latent.safetensors")
+
+_logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -101,12 +104,15 @@ def save_video(folder, prompt, seed, video, fps, formats=("mp4",), latent=None, 
     return paths
 
 
-def save_report(folder, name, table, payload):
-    """Write an evaluation's `payload` (JSON-able; floats for NumPy numbers) as `<name>.json` and its Markdown
-    `table` as `<name>.md` into `folder` (numbered names: an earlier report is never replaced); return the stem."""
+def save_report(folder, name, table, rates, records):
+    """Write an evaluation's `rates` and per-video `records` (JSON-able; floats for NumPy numbers) as `<name>.json`
+    and its Markdown `table` as `<name>.md` into `folder` (numbered names: an earlier report is never replaced),
+    print the table and log where it went; return the stem."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     stem = free_stem(folder, name, [".json", ".md"], overwrite=False)
-    (folder / f"{stem}.json").write_text(json.dumps(payload, indent=1, default=float))
+    (folder / f"{stem}.json").write_text(json.dumps({"rates": rates, "records": records}, indent=1, default=float))
     (folder / f"{stem}.md").write_text(table + "\n")
+    print(table)
+    _logger.info("wrote %s/%s.json and .md", folder, stem)
     return stem
