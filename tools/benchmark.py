@@ -35,25 +35,30 @@ MODELS = {
     "d512x16": dict(flavor="tiny", depth=16, dim=512, ffn_dim=1408, num_heads=8),
     "d512x32": dict(flavor="tiny", depth=32, dim=512, ffn_dim=1408, num_heads=8),
     "1B-block": dict(flavor="1B", depth=1),
+    "d512x2": dict(flavor="tiny", depth=2, dim=512, ffn_dim=1408, num_heads=8),
+    "d512x2-mate": dict(flavor="tiny", depth=2, dim=512, ffn_dim=1408, num_heads=8, attention="mate"),
 }
 TEXT_TOKENS, TEXT_WIDTH = 64, 256
 PROFILE_TOP = 10  # op types listed per profiled row
 
 
-def grid_for(tokens):
-    """A one-frame patch grid (h, w) with h * w = tokens, as square as possible."""
-    h = int(np.sqrt(tokens))
-    while tokens % h:
+def grid_for(tokens, frames=1):
+    """A patch grid (frames, h, w) with frames * h * w = tokens, each frame as square as possible."""
+    if tokens % frames:
+        raise SystemExit(f"--frames {frames} does not divide {tokens} tokens")
+    per_frame = tokens // frames
+    h = int(np.sqrt(per_frame))
+    while per_frame % h:
         h -= 1
-    return h, tokens // h
+    return frames, h, per_frame // h
 
 
-def build(model_name, tokens):
+def build(model_name, tokens, frames=1):
     from mg.models.dit import MovieGenDiT, dit_config
     spec = dict(MODELS[model_name])
-    h, w = grid_for(tokens)
-    config = dit_config(spec.pop("flavor"), **spec, text_encoders={"ul2": TEXT_WIDTH}, max_t=1, max_h=h, max_w=w)
-    return MovieGenDiT(config), (1, config.in_channels, 1, 2 * h, 2 * w)
+    t, h, w = grid_for(tokens, frames)
+    config = dit_config(spec.pop("flavor"), **spec, text_encoders={"ul2": TEXT_WIDTH}, max_t=t, max_h=h, max_w=w)
+    return MovieGenDiT(config), (1, config.in_channels, t, 2 * h, 2 * w)
 
 
 def peak_rss_mib():
@@ -80,7 +85,7 @@ def _timed(fn):
     return time.perf_counter() - start
 
 
-def measure_train(model, tokens, mode, recompute, steps, warmup, profile=False):
+def measure_train(model, tokens, mode, recompute, steps, warmup, frames=1, profile=False):
     import mindspore as ms
     from mg.models.dit.flops import training_flops
     from mg.profiling import op_type_times
@@ -88,7 +93,7 @@ def measure_train(model, tokens, mode, recompute, steps, warmup, profile=False):
     from mg.optim import build_adamw
     from mg.training.train_step import FlowMatchingTrainStep
     from mg.backends import apply_recompute
-    net, shape = build(model, tokens)
+    net, shape = build(model, tokens, frames)
     apply_recompute(net, 1 if recompute else 0, compiled=mode == "graph")
     optimizer = build_adamw(net.trainable_params(), lr=1e-4, weight_decay=0.0)
     step = FlowMatchingTrainStep(net, optimizer, FlowMatching(), jit=mode == "graph")
@@ -116,9 +121,9 @@ def measure_train(model, tokens, mode, recompute, steps, warmup, profile=False):
 
 
 def _attention_share(config, tokens):
-    """Fraction of the step's FLOPs in self-attention scores and weighted sums (4 n^2 d per block)."""
-    from mg.models.dit.flops import forward_flops
-    return config.depth * 4 * tokens ** 2 * config.dim / forward_flops(config, 1, tokens, {"ul2": TEXT_TOKENS})
+    """Fraction of the step's FLOPs in token mixing beyond projections (full attention: scores and weighted sums)."""
+    from mg.models.dit.flops import forward_flops, mixing_flops
+    return config.depth * mixing_flops(config, tokens) / forward_flops(config, 1, tokens, {"ul2": TEXT_TOKENS})
 
 
 def measure_sampling(model, steps=50):
@@ -176,14 +181,14 @@ def run_worker(task):
 def main(models: List[str] = ("toy", "d512x4", "1B-block"), tokens: List[int] = (256, 1024, 2048, 4096, 8192),
          modes: List[str] = ("pynative", "graph"), recompute: bool = True, steps: int = 5, warmup: int = 5,
          tae_frames: List[int] = (17, 64), profile: bool = False, sample_model: str = "toy",
-         output_dir: str = "benchmark"):
-    """models: of {toy, d256x4, d512x4, d512x16, d512x32, 1B-block}; tokens: video tokens per sample (batch 1, 64 text
-    tokens); warmup: untimed steps after the first call (a compiled step settles after ~5 calls here, the ones
+         frames: int = 1, output_dir: str = "benchmark"):
+    """models: of MODELS (the "-mate" ones use LinGen's MATE for self-attention); tokens: video tokens per sample
+    (batch 1, 64 text tokens) on a grid of `frames` patch-grid frames (each as square as possible); warmup: untimed steps after the first call (a compiled step settles after ~5 calls here, the ones
     before ~20% slower); recompute: also measure each mode with recompute of every block; tae_frames: video lengths
     for the TAE rows (64x64, tiled and untiled; empty to skip); profile: one more graph-mode step (no recompute) per
     model and length runs under MindSpore's profiler, and the report lists its kernel time by op type; sample_model:
-    the model whose sampling is timed (a 64x64x17 toy-world video)."""
-    unknown = sorted(set(models) - set(MODELS) | ({sample_model} - set(MODELS)))
+    the model whose sampling is timed (a 64x64x17 toy-world video; "" to skip)."""
+    unknown = sorted(set(models) - set(MODELS) | ({sample_model} - set(MODELS) - {""}))
     if unknown:
         raise SystemExit(f"--models: unknown {unknown}; choose from {sorted(MODELS)}")
     gemm = run_worker({"kind": "gemm"})
@@ -192,11 +197,12 @@ def main(models: List[str] = ("toy", "d512x4", "1B-block"), tokens: List[int] = 
         for n in tokens:
             for mode, rc in [(mode, rc) for mode in modes for rc in ((False, True) if recompute else (False,))]:
                 result = run_worker({"kind": "train", "model": model, "tokens": n, "mode": mode, "recompute": rc,
-                                     "steps": steps, "warmup": warmup,
+                                     "steps": steps, "warmup": warmup, "frames": frames,
                                      "profile": profile and mode == "graph" and not rc})
                 rows.append({"model": model, "tokens": n, "mode": mode, "recompute": rc, **result})
                 print(json.dumps({k: v for k, v in rows[-1].items() if k != "op_times"}), flush=True)
-    sampling = {"model": sample_model, **run_worker({"kind": "sampling", "model": sample_model})}
+    sampling = {"model": sample_model, **run_worker({"kind": "sampling", "model": sample_model})} if sample_model \
+        else {"model": "none"}
     tae_rows = [{"frames": n, "tiled": tiled, **run_worker({"kind": "tae", "frames": n, "size": 64, "tiled": tiled})}
                 for n in tae_frames for tiled in (False, True)]
     write_report(Path(output_dir), gemm, rows, sampling, tae_rows)

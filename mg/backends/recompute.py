@@ -8,7 +8,9 @@ weights it is given: a block offers `weights()` (its weights as a tuple) and `fo
 returning (output, kept), where `kept` is what the block chooses to keep for a recomputation (the DiT block keeps
 its self-attention's result: attention dominates long sequences, and its output is the size of the block's input).
 Since the weights come in as arguments, one checkpoint cell serves every block of a model: with a cell per block
-the compiled step kept ~90 MiB more per block at any token count (docs/performance.md).
+the compiled step kept ~90 MiB more per block at any token count (docs/performance.md). Blocks that differ in more
+than their weights (MATE's scan orders and windows turn with the layer) say so by a `variant`; each variant gets
+its own checkpoint cell.
 """
 from mindspore import nn, ops
 
@@ -79,8 +81,12 @@ def apply_recompute(model, every, compiled):
     if every != 1:
         raise ValueError(f"model.recompute_every = {every}: compiled on CPU, recompute is every block (1) or none (0)")
     cells = dict(model.cells_and_names())
-    checkpoint = BlockCheckpoint(blocks[0][1].forward)
+    checkpoints = {}  # one per variant: blocks of a variant compute the same function of their weights
     for path, block in blocks:
+        variant = getattr(block, "variant", 0)
+        if variant not in checkpoints:
+            checkpoints[variant] = BlockCheckpoint(block.forward)
+        checkpoint = checkpoints[variant]
         parent, _, name = path.rpartition(".")
         cells[parent].insert_child_to_cell(name, Checkpointed(block, checkpoint))
     return model

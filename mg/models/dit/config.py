@@ -3,9 +3,11 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Dict, Optional, Tuple
 
 from mg.models.clip_vision import CLIPVisionConfig
+from mg.models.dit.mate import CONV_SIZE
 
 DEFAULT_TEXT_ENCODERS = {"ul2": 4096, "byt5": 1472, "metaclip": 1280}
 TASK_TOKENS = 4  # context tokens per task embedding (the paper's four)
+ATTENTIONS = ("full", "mate")  # token mixers of the blocks
 
 
 # The named sizes (layers, model width, FFN width, heads): the design's 1B, 5B and 30B, the toy world's shipped model
@@ -35,6 +37,11 @@ class DiTConfig:
     zero-initialised input weights; `num_tasks` learned task embeddings, each TASK_TOKENS context tokens after the
     text and a vector added to the timestep embedding. 0 and 0: text-to-video only.
 
+    Token mixing: `attention` "full" (self-attention) or "mate" (LinGen's MATE, linear in the tokens: docs/
+    linear_attention.md) in every block; for MATE, the MA-branch's state size per head (`mate_state_dim`) and head
+    size (`mate_head_dim`), the TE-branch's window in (frames, rows, columns) of the patch grid (`mate_window`), and
+    `mate_review_stride` > 0 prepends review tokens (each frame average-pooled over stride x stride tiles; 0: none).
+
     Personalization: `reference_encoder`, the architecture of a CLIP vision tower (mg.models.clip_vision.
     CLIPVisionConfig fields), makes the model take a reference image of its subject: the tower's tokens, projected
     like each text encoder's (Linear + LayerNorm), follow the text in the cross-attention context. None: no reference.
@@ -57,6 +64,11 @@ class DiTConfig:
     condition_channels: int = 0
     num_tasks: int = 0
     reference_encoder: Optional[Dict[str, Any]] = None
+    attention: str = "full"
+    mate_state_dim: int = 64
+    mate_head_dim: int = 64
+    mate_window: Tuple[int, int, int] = (8, 2, 2)
+    mate_review_stride: int = 0
 
     def __post_init__(self):
         if self.flavor is not None:
@@ -83,6 +95,17 @@ class DiTConfig:
                              f"{self.num_tasks}")
         if self.reference_encoder is not None:
             object.__setattr__(self, "reference_encoder", reference_config(self.reference_encoder).to_dict())
+        object.__setattr__(self, "mate_window", tuple(self.mate_window))
+        if self.attention not in ATTENTIONS:
+            raise ValueError(f"model.attention must be one of {ATTENTIONS}, got {self.attention!r}")
+        if self.attention == "mate":
+            if self.dim % self.mate_head_dim:
+                raise ValueError(f"model.mate_head_dim={self.mate_head_dim} must divide dim={self.dim}")
+            if (len(self.mate_window) != 3 or min(self.mate_window) < 1 or self.mate_state_dim < 1
+                    or self.mate_review_stride < 0):
+                raise ValueError(f"MATE sizes: mate_window must be 3 positive sizes, mate_state_dim positive and "
+                                 f"mate_review_stride >= 0; got {self.mate_window}, {self.mate_state_dim}, "
+                                 f"{self.mate_review_stride}")
 
 
 def reference_config(fields):
@@ -91,6 +114,15 @@ def reference_config(fields):
         return CLIPVisionConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
     except (TypeError, ValueError) as err:
         raise ValueError(f"model.reference_encoder is not a CLIP vision tower configuration ({err})") from err
+
+
+def mate_branch_parameters(config):
+    """Parameters of a MATE block's MA-branch (mg.models.dit.mate.BidirectionalMamba2, width = dim)."""
+    d, n = config.dim, config.mate_state_dim
+    heads = d // config.mate_head_dim
+    in_proj = d * (2 * d + 2 * (2 * n + heads))
+    conv = 2 * (CONV_SIZE + 1) * (d + 2 * n)  # two directions' depthwise kernels and biases
+    return in_proj + conv + 3 * 2 * heads + d + d * d  # step bias, decay, skip per direction; norm; out_proj
 
 
 def dit_config(flavor="tiny", **overrides):
@@ -112,7 +144,8 @@ def parameter_count(config):
     modulation = d * 6 * d + 6 * d
     text = sum(c * d + d + 2 * d for c in config.text_encoders.values())
     block = (3 * d                 # three RMSNorm weights
-             + 4 * d * d           # self-attention: fused qkv + output
+             + 4 * d * d           # self-attention (MATE: its TE-branch): fused qkv + output
+             + (mate_branch_parameters(config) if config.attention == "mate" else 0)
              + 4 * d * d           # cross-attention: q, fused kv, output
              + 3 * d * f           # SwiGLU
              + 6 * d)              # per-block modulation table

@@ -23,18 +23,24 @@ from mg.models.clip_vision import CLIPVisionTransformer
 from mg.models.dit.config import TASK_TOKENS, DiTConfig, reference_config
 from mg.models.dit.embeddings import (EncoderProjection, FactorizedPositionEmbedding, PatchEmbed3D, TaskEmbedding,
                                       TextProjector, TimestepEmbedder, unpatchify)
+from mg.models.dit.mate import MATE
 from mg.models.dit.layers import CrossAttention, Linear, RMSNorm, SelfAttention, SwiGLU, zero_init_
 
 COMPUTE_DTYPES = {"fp32": ms.float32, "bf16": ms.bfloat16}
 
 
 class TransformerBlock(nn.Cell):
-    """One block. `modulation` (B, 6, D) comes from the timestep; the block adds its own learned (6, D) table."""
+    """One block. `modulation` (B, 6, D) comes from the timestep; the block adds its own learned (6, D) table.
 
-    def __init__(self, dim, ffn_dim, num_heads, eps):
+    `mixer`: what mixes the tokens in self-attention's place (default: self-attention; or LinGen's MATE, which takes
+    the tokens in grid form: such a model passes `pos` as (B, T, H, W, D))."""
+
+    def __init__(self, dim, ffn_dim, num_heads, eps, mixer=None):
         super().__init__()
         self.attn_norm = RMSNorm(dim, eps)
-        self.attn = SelfAttention(dim, num_heads)
+        self.attn = SelfAttention(dim, num_heads) if mixer is None else mixer
+        self.mixer_weights = len(self.attn.weights())
+        self.variant = getattr(self.attn, "variant", 0)  # blocks of one variant compute the same function of weights
         self.cross_norm = RMSNorm(dim, eps)
         self.cross_attn = CrossAttention(dim, num_heads)
         self.ffn_norm = RMSNorm(dim, eps)
@@ -54,13 +60,13 @@ class TransformerBlock(nn.Cell):
         that result, already computed; it is used instead of computing the attention again (recompute keeps it,
         mg/backends/recompute.py)."""
         x, pos, modulation, context, context_mask = inputs
-        (attn_norm, qkv, attn_proj, cross_norm, cross_q, cross_kv, cross_proj, ffn_norm, w13, w2,
-         modulation_table) = weights
-        x = x + pos
+        attn_norm, mixer = weights[0], weights[1:1 + self.mixer_weights]
+        cross_norm, cross_q, cross_kv, cross_proj, ffn_norm, w13, w2, modulation_table = weights[1 + self.mixer_weights:]
+        x = x + pos.reshape(x.shape)
         mod = modulation + modulation_table.astype(modulation.dtype)
         shift_attn, scale_attn, gate_attn, shift_ffn, scale_ffn, gate_ffn = split_equal(mod, 6, axis=1)
         h = modulate(self.attn_norm.apply(x, attn_norm), shift_attn, scale_attn)
-        attn_out, attention = self.attn.apply(h, qkv, attn_proj, attention)
+        attn_out, attention = self.attn.apply(h.reshape(pos.shape), *mixer, attention)
         x = gated_add(x, gate_attn, attn_out)
         x = x + self.cross_attn.apply(self.cross_norm.apply(x, cross_norm), context, context_mask, cross_q,
                                       cross_kv, cross_proj)
@@ -100,6 +106,7 @@ class MovieGenDiT(nn.Cell):
         self.compute_dtype = COMPUTE_DTYPES[config.dtype]
         self.patch_size = tuple(config.patch_size)  # plain attributes: graph mode cannot read the dataclass
         self.out_channels = config.in_channels
+        self.grid_tokens = config.attention == "mate"  # MATE blocks take the tokens (and positions) as a grid
         self.patch_embed = PatchEmbed3D(config.in_channels, d, config.patch_size)
         # the condition's share of the channel concatenation [x; condition] -> tokens: a bias-free, zero-initialised
         # patch projection added to the latent's
@@ -117,10 +124,18 @@ class MovieGenDiT(nn.Cell):
             self.reference_projection = EncoderProjection(vision.hidden_size, d)
         else:
             self.reference_encoder = self.reference_projection = None
-        self.blocks = nn.CellList([TransformerBlock(d, config.ffn_dim, config.num_heads, config.norm_eps)
-                                   for _ in range(config.depth)])
+        self.blocks = nn.CellList([TransformerBlock(d, config.ffn_dim, config.num_heads, config.norm_eps,
+                                                    self._mixer(config, layer)) for layer in range(config.depth)])
         pt, ph, pw = config.patch_size
         self.final = FinalLayer(d, pt * ph * pw * config.in_channels, config.norm_eps)
+
+    @staticmethod
+    def _mixer(config, layer):
+        """Layer `layer`'s token mixer: None (self-attention) or MATE."""
+        if config.attention == "full":
+            return None
+        return MATE(config.dim, config.num_heads, layer, config.mate_state_dim, config.mate_head_dim,
+                    config.mate_window, config.mate_review_stride)
 
     def patch_grid(self, shape):
         """The (t, h, w) patch grid of a latent shape (.., T, H, W); raises if the patch does not divide it."""
@@ -138,6 +153,8 @@ class MovieGenDiT(nn.Cell):
         tokens = tokens.astype(self.compute_dtype)
         # repeated over the batch once here, not broadcast in every block (mg/backends/tensors.py)
         pos = expand(self.pos_embed(grid).astype(self.compute_dtype), tokens.shape)
+        if self.grid_tokens:
+            pos = pos.reshape(pos.shape[0], *grid, pos.shape[-1])
         t_emb = self.t_embedder(t)
         context, context_mask = self.text_projector(text_embs, text_masks)
         if reference is not None:
