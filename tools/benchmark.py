@@ -35,8 +35,8 @@ MODELS = {
     "d512x16": dict(flavor="tiny", depth=16, dim=512, ffn_dim=1408, num_heads=8),
     "d512x32": dict(flavor="tiny", depth=32, dim=512, ffn_dim=1408, num_heads=8),
     "1B-block": dict(flavor="1B", depth=1),
-    "d512x2": dict(flavor="tiny", depth=2, dim=512, ffn_dim=1408, num_heads=8),
-    "d512x2-mate": dict(flavor="tiny", depth=2, dim=512, ffn_dim=1408, num_heads=8, attention="mate"),
+    "d512x1": dict(flavor="tiny", depth=1, dim=512, ffn_dim=1408, num_heads=8),
+    "d512x1-mate": dict(flavor="tiny", depth=1, dim=512, ffn_dim=1408, num_heads=8, attention="mate"),
 }
 TEXT_TOKENS, TEXT_WIDTH = 64, 256
 PROFILE_TOP = 10  # op types listed per profiled row

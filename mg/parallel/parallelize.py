@@ -122,6 +122,10 @@ def parallelize(model, groups: Optional[ParallelGroups] = None, sp: bool = False
     if getattr(model, "parallel_plan", None) is not None:
         raise ValueError("this model is already parallelized")
     config = model.config
+    if config.attention != "full" and (groups.tp > 1 or groups.cp > 1 or sp):
+        raise ValueError(f"model.attention = {config.attention!r} runs under data parallelism and ZeRO only; tensor, "
+                         f"sequence and context parallelism (tp={groups.tp}, cp={groups.cp}, sp={sp}) shard "
+                         "self-attention's heads and tokens (docs/linear_attention.md)")
     for name, value in (("num_heads", config.num_heads), ("dim", config.dim), ("ffn_dim", config.ffn_dim)):
         if value % groups.tp:
             raise ValueError(f"tensor parallelism tp={groups.tp} must divide the model's {name} ({value})")
@@ -133,6 +137,8 @@ def parallelize(model, groups: Optional[ParallelGroups] = None, sp: bool = False
     with no_init_parameters():
         for i, block in enumerate(model.blocks):
             for path, mode, parts, seq in _BLOCK_LINEARS:
+                if path.startswith("attn.") and config.attention != "full":
+                    continue  # MATE's projections: only ZeRO-3 slices them, with the projections outside the blocks
                 linear = _get_child(block, path)
                 _set_child(block, path, ParallelLinear(linear, mode, parts, tp_comm, sp and seq, zero_comm))
             if groups.cp > 1:

@@ -87,9 +87,8 @@ def model_inputs(shape=(2, 4, 3, 8, 12), seed=0):
     return x, ms.Tensor(np.array([0.3, 0.8], np.float32)[:shape[0]]), embs, masks
 
 
-@pytest.mark.parametrize("review_stride", [0, 2])
-def test_mate_model_compiles_to_the_eager_result_and_every_parameter_learns(review_stride):
-    model = random_model(seed=1, **MATE, mate_review_stride=review_stride, max_w=6)
+def test_mate_model_compiles_to_the_eager_result_and_every_parameter_learns():
+    model = random_model(seed=1, **MATE, mate_review_stride=2, max_w=6)
     x, t, embs, masks = model_inputs()
     eager = model(x, t, embs, masks).asnumpy()
     np.testing.assert_allclose(ms.jit(model.construct)(x, t, embs, masks).asnumpy(), eager, rtol=1e-4, atol=1e-5)
@@ -110,12 +109,13 @@ def test_the_ma_branch_reads_the_sequence_in_both_directions():
     assert np.abs(grads[..., 0, :2, :2]).max() > 1e-6
 
 
-@pytest.mark.parametrize("jit", [False, True])
+@pytest.mark.parametrize("jit", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_recompute_of_mate_blocks_gives_the_same_loss_and_gradients(jit):
-    plain = recompute_gradients(random_model(seed=3, **MATE), jit)
-    model = apply_recompute(random_model(seed=3, **MATE), 1, compiled=jit)
+    two = dict(MATE, depth=2)
+    plain = recompute_gradients(random_model(seed=3, **two), jit)
+    model = apply_recompute(random_model(seed=3, **two), 1, compiled=jit)
     if jit:  # blocks that scan in different orders get their own checkpoint cells
-        assert len({id(block.checkpoint) for block in model.blocks}) == 4
+        assert len({id(block.checkpoint) for block in model.blocks}) == 2
     recomputed = recompute_gradients(model, jit)
     assert plain[0] == pytest.approx(recomputed[0], rel=1e-5)
     for name, grad in plain[1].items():

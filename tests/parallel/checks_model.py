@@ -44,9 +44,13 @@ def gather_gradients(optimizer, grads):
     return {p.name: array for p, array in zip(optimizer.parameters, full_arrays(items, optimizer.groups))}
 
 
-def reference_weights(seed=0):
+# LinGen's MATE in every block (runs under DP and ZeRO)
+MATE_MODEL = dict(attention="mate", mate_head_dim=8, mate_state_dim=4, mate_window=(2, 2, 2))
+
+
+def reference_weights(seed=0, **overrides):
     """Random values for every parameter (zero-initialised ones too, so every gradient is non-trivial)."""
-    model = MovieGenDiT(tiny_config())
+    model = MovieGenDiT(tiny_config(**overrides))
     rng = np.random.default_rng(seed)
     return {p.name: rng.normal(0, 0.2, p.shape).astype(np.float32) for p in model.trainable_params()}
 
@@ -100,12 +104,12 @@ def _loss_and_grads(model, params, flow, inputs):
 
 
 @functools.lru_cache(maxsize=None)
-def single_process_step(batch_size):
+def single_process_step(batch_size, **overrides):
     """The single-process model on the global batch: output, loss, gradients, weights and AdamW state after a step
     with the gradients clipped to global norm CLIP."""
     flow = FlowMatching()
     full = _tensors(*make_batch(batch_size))
-    ref = make_model(reference_weights())
+    ref = make_model(reference_weights(**overrides), **overrides)
     ref_opt = build_adamw(ref.trainable_params(), **ADAMW)
     out = ref(flow.interpolate(full[1], full[0], full[2]), full[2], full[3], full[4]).asnumpy()
     loss, grads = _loss_and_grads(ref, ref_opt.parameters, flow, full)
@@ -115,14 +119,15 @@ def single_process_step(batch_size):
     return out, float(loss.asnumpy()), grads, state_dict(ref), optimizer_state(ref_opt)
 
 
-def check_layout(name, dp, tp, cp, sp=False, zero_stage=0, checkpoint_dir=None):
+def check_layout(name, dp, tp, cp, sp=False, zero_stage=0, checkpoint_dir=None, **overrides):
     """One training step (gradients clipped to global norm CLIP) of the layout against the single-process model on
-    the global batch (then, with `checkpoint_dir`, its checkpoint moved to one process and back)."""
+    the global batch (then, with `checkpoint_dir`, its checkpoint moved to one process and back); `overrides`: model
+    configuration changes (MATE_MODEL)."""
     groups = init_parallel(dp=dp, tp=tp, cp=cp)
-    flow, weights = FlowMatching(), reference_weights()
+    flow, weights = FlowMatching(), reference_weights(**overrides)
     batch = make_batch(PER_RANK_BATCH * dp)
-    out_ref, loss_ref, grads_ref, weights_ref, adamw_ref = single_process_step(PER_RANK_BATCH * dp)
-    model = make_model(weights)
+    out_ref, loss_ref, grads_ref, weights_ref, adamw_ref = single_process_step(PER_RANK_BATCH * dp, **overrides)
+    model = make_model(weights, **overrides)
     parallelize(model, groups, sp=sp, zero_stage=zero_stage)
     opt = ParallelAdamW(model, **ADAMW, clip_grad_norm=CLIP)
     rows = slice(groups.dp_rank * PER_RANK_BATCH, (groups.dp_rank + 1) * PER_RANK_BATCH)

@@ -56,7 +56,8 @@ def test_collectives_on_sub_groups_match_numpy(four_workers):
                                                                     "SplitReplicated"), (1,), "/jit"))
 
 
-@pytest.mark.parametrize("layout", ["tp2", "cp2", "dp2_zero0", "dp2_zero1", "dp2_zero2", "dp2_zero3"])
+@pytest.mark.parametrize("layout", ["tp2", "cp2", "dp2_zero0", "dp2_zero1", "dp2_zero2", "dp2_zero3", "dp2_zero1_mate",
+                                    "dp2_zero3_mate"])
 def test_two_process_layout_equals_single_process(two_workers, layout):
     _assert_checks(two_workers, [f"model/{layout}/{c}" for c in MODEL_CHECKS])
 

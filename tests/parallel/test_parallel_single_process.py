@@ -93,6 +93,11 @@ def test_bad_layouts_are_refused_with_the_option_named():
     three = ParallelGroups(dp=1, cp=1, tp=3, rank=0, comms={})
     with pytest.raises(ValueError, match=r"tp=3 must divide the model's num_heads \(4\)"):
         parallelize(tiny_model(), three)
+    mate = MovieGenDiT(dit_config("tiny", depth=1, dim=32, ffn_dim=48, num_heads=4, attention="mate", mate_head_dim=8))
+    for groups, sp in ((ParallelGroups(dp=1, cp=1, tp=2, rank=0, comms={}), False),
+                       (ParallelGroups(dp=1, cp=2, tp=1, rank=0, comms={}), False), (init_parallel(1, 1, 1), True)):
+        with pytest.raises(ValueError, match="'mate' runs under data parallelism and ZeRO only"):
+            parallelize(mate, groups, sp=sp)
 
 
 def test_parallel_linears_refuse_a_layout_their_collectives_cannot_take():

@@ -121,8 +121,8 @@ class BidirectionalMamba2(nn.Cell):
             inputs, dt = reverse_tokens(inputs, first), reverse_tokens(dt, first)
         # this direction's parameters by slices, not integer indexing (which broke the compile of a recomputed block)
         this = slice(direction, direction + 1)
-        inputs = ops.silu(causal_depthwise_conv(inputs, conv_weight[this].reshape(conv_weight.shape[1:]).astype(proj.dtype),
-                                                conv_bias[this].reshape(-1).astype(proj.dtype)))
+        kernel = conv_weight[this].reshape(conv_weight.shape[1:]).astype(proj.dtype)
+        inputs = ops.silu(causal_depthwise_conv(inputs, kernel, conv_bias[this].reshape(-1).astype(proj.dtype)))
         xs = inputs[..., :inner].reshape(b, length, heads, self.head_dim)
         dt = ops.softplus(dt + dt_bias[this].astype(proj.dtype))
         y = ssd_scan(xs, dt, -mint.exp(a_log[this].reshape(-1)).astype(proj.dtype), inputs[..., inner:inner + state],

@@ -11,6 +11,9 @@ Movie Gen Edit and pixel-conditioned generation add two inputs: a condition late
 on channels (its input weights zero-initialised, so a text-to-video checkpoint is the starting point), and a task
 embedding: tokens after the text context and a vector added to the timestep embedding.
 
+LinGen's MATE can take self-attention's place in every block (`config.attention`, mate.py): the blocks then get the
+tokens and positions as a (B, T, H, W, D) grid.
+
 Personalization adds a reference image of the subject: a CLIP vision tower (trained with the model) turns it into
 tokens that are projected like the text encoders' and follow the text in the cross-attention context.
 """
@@ -60,8 +63,9 @@ class TransformerBlock(nn.Cell):
         that result, already computed; it is used instead of computing the attention again (recompute keeps it,
         mg/backends/recompute.py)."""
         x, pos, modulation, context, context_mask = inputs
-        attn_norm, mixer = weights[0], weights[1:1 + self.mixer_weights]
-        cross_norm, cross_q, cross_kv, cross_proj, ffn_norm, w13, w2, modulation_table = weights[1 + self.mixer_weights:]
+        n = self.mixer_weights
+        attn_norm, mixer = weights[0], weights[1:1 + n]
+        cross_norm, cross_q, cross_kv, cross_proj, ffn_norm, w13, w2, modulation_table = weights[1 + n:]
         x = x + pos.reshape(x.shape)
         mod = modulation + modulation_table.astype(modulation.dtype)
         shift_attn, scale_attn, gate_attn, shift_ffn, scale_ffn, gate_ffn = split_equal(mod, 6, axis=1)
