@@ -3,8 +3,8 @@
 # the data and settings of scripts/train_toy.sh's stages 1 and 2 (stage 2 shortened to $STAGE2_STEPS steps for both,
 # since a MATE step costs ~5x a full-attention one at the toy's 16-48 tokens), the MATE one with
 # configs/train/toy_mate.yaml, then both are measured by tools/eval_toy.py on the held-out combinations
-# (docs/linear_attention.md). Uses scripts/train_toy.sh's data and caches in $RUN (made if missing); the MATE model
-# is exported to $EXPORT/dit_mate. Resumable like the other toy scripts.
+# (docs/linear_attention.md). Uses scripts/train_toy.sh's data and caches in $RUN (made if missing); each model is
+# exported to $RUN/compare_<full|mate>/dit and its evaluation written beside it. Resumable like the other toy scripts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/toy_common.sh
@@ -27,5 +27,3 @@ for mixer in full mate; do
     --seen_csv "$RUN/data/train.csv" --seen_combos 8 --output_path "$out/eval" \
     --model.dit_checkpoint "$out/dit.safetensors"
 done
-cp "$RUN/compare_mate/dit.safetensors" "$EXPORT/dit_mate.safetensors"
-cp "$RUN/compare_mate/dit.json" "$EXPORT/dit_mate.json"

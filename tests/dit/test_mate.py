@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mg.backends import apply_recompute
-from mg.models.dit import MovieGenDiT
+from mg.models.dit import MovieGenDiT, load_dit, save_dit
 from mg.models.dit.config import parameter_count
 from mg.models.dit.mate import (SCAN_ORDERS, TemporalSwinAttention, from_scan_order, review_tokens, to_scan_order)
 from dit.helpers import random_model, text_inputs, tiny_config
@@ -96,6 +96,15 @@ def test_mate_model_compiles_to_the_eager_result_and_every_parameter_learns():
     silent = [p.name for p, g in zip(model.trainable_params(), grads) if not np.abs(g.asnumpy()).max() > 0]
     assert not silent
     assert sum(int(np.prod(p.shape)) for p in model.get_parameters()) == parameter_count(model.config)
+
+
+def test_a_saved_mate_model_loads_as_mate_with_the_same_output(tmp_path):
+    model = random_model(seed=4, **MATE, mate_review_stride=2, max_w=6)
+    save_dit(model, tmp_path / "dit")
+    loaded = load_dit(tmp_path / "dit")
+    assert loaded.config == model.config and loaded.config.attention == "mate"
+    x, t, embs, masks = model_inputs()
+    np.testing.assert_array_equal(loaded(x, t, embs, masks).asnumpy(), model(x, t, embs, masks).asnumpy())
 
 
 def test_the_ma_branch_reads_the_sequence_in_both_directions():
