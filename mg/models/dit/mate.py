@@ -163,9 +163,9 @@ def _pad_axis(x, axis, front, end):
 
 @ms.constexpr
 def _window_plan(shape, axis, grid, window, front, end):
-    """How `to_windows` cuts a tensor of `shape` with tokens on `axis`: (grid shape, split shape, permute axes, the
-    windows' shape). Split: (*lead, c0, w0, c1, w1, c2, w2, *tail); moved: (B, c0, c1, c2, *lead[1:], w0, w1, w2,
-    *tail)."""
+    """How `to_windows` cuts a tensor of `shape` with tokens on `axis`, and `from_windows` puts it back: (grid shape,
+    split shape, permute axes, the windows' shape, the moved shape, the inverse axes, the padded grid shape).
+    Split: (*lead, c0, w0, c1, w1, c2, w2, *tail); moved: (B, c0, c1, c2, *lead[1:], w0, w1, w2, *tail)."""
     lead, tail = tuple(shape[:axis]), tuple(shape[axis + 1:])
     padded = tuple(f + g + e for f, g, e in zip(front, grid, end))
     counts = tuple(s // w for s, w in zip(padded, window))
