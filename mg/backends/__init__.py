@@ -15,7 +15,7 @@ from mg.backends.device import fused, fused_on, use_backend
 from mg.backends.dense import FROM_FEATURE_MAJOR, ROWS, TO_FEATURE_MAJOR, linear
 from mg.backends.norms import GroupNormKernel, RMSNormKernel
 from mg.backends.recompute import apply_recompute
-from mg.backends.tensors import expand, permute, split_equal
+from mg.backends.tensors import expand, expand_summed_by_matmul, narrow, permute, split_equal
 
 __all__ = ["Conv3dKernel", "ConvGeometry", "FROM_FEATURE_MAJOR", "GroupNormKernel", "RMSNormKernel", "ROWS",
            "TO_FEATURE_MAJOR", "apply_recompute", "attention", "expand", "fused", "fused_on", "gated_add", "linear",

@@ -1,6 +1,7 @@
 """Mamba2's SSD scan (chunked matrix products) against the sequential recurrence written in NumPy, forward and backward
-(the backward as the reverse-time adjoint recurrence), in PyNative and under jit; the causal depthwise convolution's
-hand-written backward against autodiff of its formula."""
+(the backward as the reverse-time adjoint recurrence), in PyNative and under jit, in both directions (run from the end,
+it equals the recurrence over the flipped tokens); the causal depthwise convolution's hand-written backward against
+autodiff of its formula, in both directions."""
 import mindspore as ms
 from mindspore import mint
 import numpy as np
@@ -53,27 +54,38 @@ def inputs(length, seed=0, batch=2, heads=3, p=4, n=5):
             rng.standard_normal((batch, length, n)).astype(np.float32))
 
 
+def flip_tokens(*arrays):
+    """The arrays with their token axis (1) reversed; the decay rates (1-D) unchanged."""
+    return tuple(v if v.ndim == 1 else np.ascontiguousarray(v[:, ::-1]) for v in arrays)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("length, chunk, state_block", [(24, 8, 64), (37, 8, 64), (61, 4, 4), (5, 16, 64)])
-def test_scan_equals_the_recurrence(monkeypatch, length, chunk, state_block):
+def test_scan_equals_the_recurrence(monkeypatch, length, chunk, state_block, reverse):
     # (61, 4, 4): 16 chunks in blocks of 4 -> the scan over chunk states runs in blocks, twice nested
     monkeypatch.setattr(ssd, "STATE_BLOCK", state_block)
     args = inputs(length)
-    y = ssd_scan(*(ms.Tensor(v) for v in args), chunk=chunk).asnumpy()
-    np.testing.assert_allclose(y, recurrence(*(v.astype(np.float64) for v in args))[0], rtol=1e-4, atol=1e-4)
+    y = ssd_scan(*(ms.Tensor(v) for v in args), chunk=chunk, reverse=reverse).asnumpy()
+    reference = tuple(v.astype(np.float64) for v in (flip_tokens(*args) if reverse else args))
+    expected = recurrence(*reference)[0]
+    np.testing.assert_allclose(y, flip_tokens(expected)[0] if reverse else expected, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("compiled", [False, True])
-def test_scan_gradients_equal_the_adjoint_recurrence(monkeypatch, compiled):
+@pytest.mark.parametrize("compiled, reverse", [(False, False), (True, False), (True, True)])
+def test_scan_gradients_equal_the_adjoint_recurrence(monkeypatch, compiled, reverse):
     monkeypatch.setattr(ssd, "STATE_BLOCK", 2)
     args = inputs(19, seed=1)
     dy = np.random.default_rng(2).standard_normal(args[0].shape).astype(np.float32)
 
     def loss(*tensors):
-        return (ssd_scan(*tensors, chunk=4) * ms.Tensor(dy)).sum()
+        return (ssd_scan(*tensors, chunk=4, reverse=reverse) * ms.Tensor(dy)).sum()
 
     fn = ms.jit(loss) if compiled else loss
     grads = ms.grad(fn, (0, 1, 2, 3, 4))(*(ms.Tensor(v) for v in args))
-    expected = adjoint(*(v.astype(np.float64) for v in args), dy.astype(np.float64))
+    if reverse:  # the gradients over the flipped tokens, flipped back
+        expected = flip_tokens(*adjoint(*(v.astype(np.float64) for v in flip_tokens(*args, dy))))
+    else:
+        expected = adjoint(*(v.astype(np.float64) for v in args), dy.astype(np.float64))
     for name, got, want in zip(("x", "dt", "a", "b", "c"), grads, expected):
         np.testing.assert_allclose(got.asnumpy(), want, rtol=2e-4, atol=2e-4, err_msg=name)
 
@@ -85,18 +97,26 @@ def test_strong_decay_does_not_overflow():
     np.testing.assert_allclose(y, recurrence(x, dt * 50.0, a * 20.0, b, c)[0], rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("compiled", [False, True])
-def test_causal_depthwise_conv_and_its_backward(compiled):
+@pytest.mark.parametrize("compiled, reverse", [(False, False), (True, False), (True, True)])
+def test_causal_depthwise_conv_and_its_backward(compiled, reverse):
     rng = np.random.default_rng(0)
     x, weight, bias, dy = (rng.standard_normal(s).astype(np.float32) for s in ((2, 9, 5), (4, 5), (5,), (2, 9, 5)))
-    expected = bias + sum(weight[k] * np.pad(x, ((0, 0), (3, 0), (0, 0)))[:, k:k + 9] for k in range(4))
-    fn = ms.jit(causal_depthwise_conv) if compiled else causal_depthwise_conv
+    causal = bias + sum(weight[k] * np.pad(x[:, ::-1] if reverse else x, ((0, 0), (3, 0), (0, 0)))[:, k:k + 9]
+                        for k in range(4))
+    expected = causal[:, ::-1] if reverse else causal  # causal from the end: the causal convolution of the flip
+
+    def conv(*tensors):
+        return causal_depthwise_conv(*tensors, reverse=reverse)
+
+    fn = ms.jit(conv) if compiled else conv
     args = tuple(ms.Tensor(v) for v in (x, weight, bias))
     np.testing.assert_allclose(fn(*args).asnumpy(), expected, rtol=1e-5, atol=1e-5)
 
     def formula(x, weight, bias):
-        padded = mint.cat([mint.zeros((2, 3, 5)), x], dim=1)
-        return sum(padded[:, k:k + 9] * weight[k] for k in range(4)) + bias
+        zeros = mint.zeros((2, 3, 5))
+        padded = mint.cat([x, zeros] if reverse else [zeros, x], dim=1)
+        return sum(padded[:, (3 - k if reverse else k):(3 - k if reverse else k) + 9] * weight[k]
+                   for k in range(4)) + bias
 
     got = ms.grad(lambda *t: (fn(*t) * ms.Tensor(dy)).sum(), (0, 1, 2))(*args)
     want = ms.grad(lambda *t: (formula(*t) * ms.Tensor(dy)).sum(), (0, 1, 2))(*args)

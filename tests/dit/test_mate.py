@@ -8,7 +8,8 @@ import pytest
 from mg.backends import apply_recompute
 from mg.models.dit import MovieGenDiT, load_dit, save_dit
 from mg.models.dit.config import parameter_count
-from mg.models.dit.mate import (SCAN_ORDERS, TemporalSwinAttention, from_scan_order, review_tokens, to_scan_order)
+from mg.models.dit.mate import (SCAN_ORDERS, BidirectionalMamba2, TemporalSwinAttention, from_scan_order,
+                                review_tokens, to_scan_order)
 from dit.helpers import random_model, text_inputs, tiny_config
 from dit.test_dit_model import recompute_gradients
 
@@ -116,6 +117,27 @@ def test_the_ma_branch_reads_the_sequence_in_both_directions():
     assert np.abs(grads[..., 1, 2:, 2:]).max() > 1e-6   # the first patch's output sees the last frame's last patch
     grads = ms.grad(lambda x: model(x, t, embs, masks)[..., 1, 2:, 2:].sum())(x).asnumpy()
     assert np.abs(grads[..., 0, :2, :2]).max() > 1e-6
+
+
+def test_the_backward_direction_is_the_forward_one_run_from_the_end():
+    """With the backward direction's parameters set to the forward one's, reversing the tokens and the review tokens
+    reverses the MA-branch's output: the backward direction reads the review tokens first, then the tokens from the
+    last to the first (37 tokens: the scan pads its last chunk)."""
+    dim, state, heads = 16, 4, 2
+    mamba = BidirectionalMamba2(dim, dim, 8, state)
+    rng = np.random.default_rng(5)
+    weights = [rng.standard_normal(w.shape).astype(np.float32) * 0.3 for w in mamba.weights()]
+    in_proj = weights[0]
+    forward_rows = slice(2 * dim, 2 * dim + 2 * state + heads)
+    in_proj[2 * dim + 2 * state + heads:] = in_proj[forward_rows]
+    for w in weights[1:6]:  # convolution, its bias, dt bias, decay, skip: (2, ...) per direction
+        w[1] = w[0]
+    x, review = rng.standard_normal((2, 37, dim)).astype(np.float32), rng.standard_normal((2, 5, dim)).astype(np.float32)
+    weights = [ms.Tensor(w) for w in weights]
+    out = mamba.apply(ms.Tensor(x), ms.Tensor(review), *weights).asnumpy()
+    mirrored = mamba.apply(ms.Tensor(x[:, ::-1].copy()), ms.Tensor(review[:, ::-1].copy()), *weights).asnumpy()
+    np.testing.assert_allclose(mirrored[:, ::-1], out, rtol=1e-4, atol=1e-5)
+    assert not np.allclose(out, out[:, ::-1], atol=1e-3)  # the output itself is not symmetric
 
 
 @pytest.mark.parametrize("jit", [False, pytest.param(True, marks=pytest.mark.slow)])

@@ -17,7 +17,7 @@ import mindspore as ms
 from mindspore import Parameter, mint, nn, ops
 from mindspore.common.initializer import Uniform, Zero, initializer
 
-from mg.backends import attention, expand, merge_heads, permute, token_axis
+from mg.backends import attention, expand, expand_summed_by_matmul, merge_heads, narrow, permute, token_axis
 from mg.backends.ssd import causal_depthwise_conv, ssd_scan
 from mg.models.dit.layers import Linear, RMSNorm, SelfAttention
 
@@ -61,13 +61,6 @@ def review_tokens(x, stride):
     return mint.mean(mint.mean(tiles, dim=5), dim=3).reshape(b, -1, d)
 
 
-def reverse_tokens(seq, first):
-    """seq (B, L, C) with its tokens from `first` on in reverse order."""
-    if not first:
-        return ops.flip(seq, (1,))
-    return mint.cat([seq[:, :first], ops.flip(seq[:, first:], (1,))], dim=1)
-
-
 class BidirectionalMamba2(nn.Cell):
     """Mamba2 over a token sequence in both directions: one input projection (gate z, values x, and each direction's
     B, C and step dt), each direction its own convolution, step bias, decay A and skip D; the two directions' outputs
@@ -100,35 +93,44 @@ class BidirectionalMamba2(nn.Cell):
                 self.norm.weight, self.out_proj.weight)
 
     def apply(self, x, review, in_proj, conv_weight, conv_bias, dt_bias, a_log, skip, norm, out_proj):
-        """x (B, N, D) in scan order; review (B, R, D) tokens read before them (or None). Returns (B, N, D)."""
+        """x (B, N, D) in scan order; review (B, R, D) tokens read before them in both directions (or None). Returns
+        (B, N, D)."""
+        tokens = x.shape[1]
         first = 0 if review is None else review.shape[1]
-        seq = x if review is None else mint.cat([review, x], dim=1)
-        proj = self.in_proj.apply(seq, in_proj)
-        forward = self.scan(proj, first, 0, conv_weight, conv_bias, dt_bias, a_log, skip)
-        backward = self.scan(proj, first, 1, conv_weight, conv_bias, dt_bias, a_log, skip)
-        gated = (forward + backward) * ops.silu(proj[:, first:, :self.inner_dim])
+        # review tokens on both sides: the backward direction, run from the end, reads them first too
+        seq = x if review is None else mint.cat([review, x, review], dim=1)
+        state, heads = self.state_dim, self.heads
+        # one Split (its gradient one Concat) rather than slices, whose gradients are each a zero-padded copy
+        gate, values, forward_bc, forward_dt, backward_bc, backward_dt = ops.split(
+            self.in_proj.apply(seq, in_proj), (self.inner_dim, self.inner_dim, 2 * state, heads, 2 * state, heads),
+            axis=-1)
+        conv = (conv_weight, conv_bias, dt_bias, a_log, skip)
+        forward = self.scan(narrow(mint.cat([values, forward_bc], dim=-1), 1, 0, first + tokens),
+                            narrow(forward_dt, 1, 0, first + tokens), 0, first, tokens, *conv)
+        backward = self.scan(narrow(mint.cat([values, backward_bc], dim=-1), 1, first, None),
+                             narrow(backward_dt, 1, first, None), 1, 0, tokens, *conv)
+        gated = (forward + backward) * ops.silu(narrow(gate, 1, first, first + tokens))
         return self.out_proj.apply(self.norm.apply(gated, norm), out_proj)
 
-    def scan(self, proj, first, direction, conv_weight, conv_bias, dt_bias, a_log, skip):
-        """One direction's Mamba2 (convolution, SSD scan, skip) over the input projection `proj`, its outputs for the
-        tokens after the `first` review tokens, in their order."""
+    def scan(self, inputs, dt, direction, first, tokens, conv_weight, conv_bias, dt_bias, a_log, skip):
+        """One direction's Mamba2 (convolution, SSD scan, skip) over its inputs (B, L, values + B + C) and steps
+        (B, L, heads), run from the last token to the first if `direction` is 1; its outputs for the `tokens` tokens
+        from `first` on."""
         inner, state, heads = self.inner_dim, self.state_dim, self.heads
-        b, length, _ = proj.shape
-        start = 2 * inner + direction * (2 * state + heads)
-        inputs = mint.cat([proj[..., inner:2 * inner], proj[..., start:start + 2 * state]], dim=-1)
-        dt = proj[..., start + 2 * state:start + 2 * state + heads]
-        if direction == 1:  # the video tokens backwards; review tokens stay first
-            inputs, dt = reverse_tokens(inputs, first), reverse_tokens(dt, first)
+        b, length, _ = inputs.shape
         # this direction's parameters by slices, not integer indexing (which broke the compile of a recomputed block)
-        this = slice(direction, direction + 1)
-        kernel = conv_weight[this].reshape(conv_weight.shape[1:]).astype(proj.dtype)
-        inputs = ops.silu(causal_depthwise_conv(inputs, kernel, conv_bias[this].reshape(-1).astype(proj.dtype)))
-        xs = inputs[..., :inner].reshape(b, length, heads, self.head_dim)
-        dt = ops.softplus(dt + dt_bias[this].astype(proj.dtype))
-        y = ssd_scan(xs, dt, -mint.exp(a_log[this].reshape(-1)).astype(proj.dtype), inputs[..., inner:inner + state],
-                     inputs[..., inner + state:])
-        y = (y + xs * skip[this].astype(proj.dtype).reshape(heads, 1)).reshape(b, length, inner)[:, first:]
-        return ops.flip(y, (1,)) if direction == 1 else y
+        this, reverse = slice(direction, direction + 1), direction == 1
+        kernel = conv_weight[this].reshape(conv_weight.shape[1:]).astype(inputs.dtype)
+        inputs = ops.silu(causal_depthwise_conv(inputs, kernel, conv_bias[this].reshape(-1).astype(inputs.dtype),
+                                                reverse))
+        x, b_in, c_in = ops.split(inputs, (inner, state, state), axis=-1)
+        dt = ops.softplus(dt + dt_bias[this].astype(inputs.dtype))
+        decay_rate = -mint.exp(a_log[this].reshape(-1)).astype(inputs.dtype)
+        y = ssd_scan(x.reshape(b, length, heads, self.head_dim), dt, decay_rate, b_in, c_in, reverse=reverse)
+        # the skip: x times each head's D, repeated over the head's channels and then over the tokens
+        skip_row = expand(skip[this].astype(inputs.dtype).reshape(heads, 1), (heads, self.head_dim)).reshape(1, inner)
+        y = y.reshape(b, length, inner) + x * expand_summed_by_matmul(skip_row, (b * length, inner)).reshape(x.shape)
+        return narrow(y, 1, first, first + tokens)
 
 
 @ms.constexpr
@@ -194,8 +196,8 @@ def from_windows(t, shape, grid, window, front, end):
     axis = token_axis()
     _, _, _, _, moved, inverse, padded_shape = _window_plan(shape, axis, grid, window, front, end)
     x = permute(t.reshape(moved), inverse).reshape(padded_shape)
-    x = x[(slice(None),) * axis + (slice(front[0], front[0] + grid[0]), slice(front[1], front[1] + grid[1]),
-                                   slice(front[2], front[2] + grid[2]))]
+    for i in range(3):
+        x = narrow(x, axis + i, front[i], front[i] + grid[i])
     return x.reshape(shape)
 
 
