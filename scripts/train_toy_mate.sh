@@ -5,16 +5,19 @@
 # configs/train/toy_mate.yaml, then both are measured by tools/eval_toy.py on the held-out combinations
 # (docs/linear_attention.md). Uses scripts/train_toy.sh's data and caches in $RUN (made if missing); each model is
 # exported to $RUN/compare_<full|mate>/dit and its evaluation written beside it. Resumable like the other toy scripts.
+# MIXERS="mate" trains and measures only the MATE model (e.g. STAGE2_STEPS=2500, the full-attention model's own
+# budget in scripts/train_toy.sh, whose checkpoint is the full-attention side).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/toy_common.sh
 EXPORT=${EXPORT:-checkpoints/toy}
 TAE="$EXPORT/tae.safetensors"
 STAGE2_STEPS=${STAGE2_STEPS:-800}
+MIXERS=${MIXERS:-full mate}
 
 make_data
 cache "$TAE" "$EXPORT"
-for mixer in full mate; do
+for mixer in $MIXERS; do
   options=()
   [ "$mixer" = mate ] && options=(--config configs/train/toy_mate.yaml)
   out="$RUN/compare_$mixer"
