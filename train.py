@@ -243,8 +243,6 @@ def build_inputs(cfg, dataset, tae=None):
     return inputs
 
 
-MATE_UNPLANNED = ("the memory plan counts MATE's weights but plans its activations as self-attention's "
-                  "(docs/linear_attention.md)")
 PIXEL_LOSS_UNPLANNED = ("the memory plan leaves out the pixel loss's TAE decoder (its weights and its activations at "
                         "full resolution): leave room for them (docs/post_training.md)")
 
@@ -328,8 +326,6 @@ def main(argv=None):
             check_memory(*memory_plan(cfg, built, groups_layout, dataset), groups_layout, env.max_device_memory)
             if built.pixel_loss.weight > 0:
                 _logger.warning(PIXEL_LOSS_UNPLANNED)
-            if model_config(cfg).attention != "full":
-                _logger.warning(MATE_UNPLANNED)
         model = build_model(cfg, env.seed, groups, layout.sp, settings.settings.zero_stage)
         opt, clip = settings.optimizer, settings.settings.clip_grad_norm
         if groups is not None:

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mg.backends.mha import CHUNK_SCORES
+from mg.backends.ssd import CHUNK as SCAN_CHUNK
 from mg.models.dit import MovieGenDiT
 from mg.parallel.layers import flat_shard_length
 from mg.parallel.parallelize import shard_plan
@@ -127,7 +128,10 @@ def _block_activation_elements(config, layout, workload, tokens, compute_bytes):
     residual = 12 * n_res * d + (3 * n_cp * d if tp > 1 else 0) + (3 * n_cp * d if layout.sp and tp > 1 else 0)
     # attention heads: q, k, v as projected and split, the output; plain path: the scaled q, in both attentions;
     # cross-attention: q, its output, and the padding mask multiply (its tiled mask and its result)
-    heads = (7 if fused else 8) * n_cp * heads_width + (4 if fused else 5) * n_cp * heads_width
+    self_attention = (7 if fused else 8) * n_cp * heads_width
+    if config.attention == "mate":  # DP/ZeRO only: MATE refuses TP and CP (docs/linear_attention.md)
+        self_attention = _mate_elements(config, n_cp)
+    heads = self_attention + (4 if fused else 5) * n_cp * heads_width
     gathered_kv = 2 * b * tokens * heads_width if cp > 1 else 0
     ffn = 6 * n_cp * ffn_width  # w13's output, gate and up, silu(gate), the product
     text_kv = 4 * text * heads_width  # the text's k and v as projected and split
@@ -138,8 +142,29 @@ def _block_activation_elements(config, layout, workload, tokens, compute_bytes):
     # one chunk of the attention's scores, probabilities, their gradient and its product with them (fp32)
     queries, keys = tokens // cp, tokens  # per sample: this rank's queries attend to every key of the sample
     scores = 0 if fused else 4 * 4 * min(CHUNK_SCORES, b * (config.num_heads // tp) * queries * keys)
+    if config.attention == "mate":  # its windows' scores are among the kept tensors
+        scores = 0
     working = 4 * n_res * d * compute_bytes + scores
     return kept, working
+
+
+def _mate_elements(config, n):
+    """Elements a MATE block's token mixer keeps for its backward over n tokens, in place of self-attention's.
+
+    Each direction of the MA-branch: ~10 tensors of the width (the convolution's input and output, silu, x dt and
+    its layout by chunk, the scan's partial and total outputs, the skip), 7 of heads x chunk per token (the shared
+    C B^T repeated over heads, the decays' two repeats, difference, masked and exp, the masked scores) and 6 of
+    heads x state (B and C over heads, the decay to the chunk's end and its product with B, the chunk states and
+    entering states); both directions share the input projection and ~8 tensors of the width (the split, the gate,
+    the sum, the gated product, the norm). TESA: q, k, v and their windows, the windows' output and its merge (~10
+    of the width) and each window's scores and probabilities (2 x heads x window tokens)."""
+    d, p = config.dim, config.mate_head_dim
+    heads = d // p
+    per_direction = 10 * d + 7 * heads * SCAN_CHUNK + 6 * heads * config.mate_state_dim
+    projection = 2 * d + 2 * (2 * config.mate_state_dim + heads)
+    window = int(np.prod(config.mate_window))
+    tesa = 10 * d + 2 * config.num_heads * window
+    return n * (2 * per_direction + projection + 8 * d + tesa)
 
 
 def plan_memory(config, layout: Layout, workload: Workload) -> MemoryPlan:

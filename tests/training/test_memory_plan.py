@@ -38,8 +38,9 @@ def _measured(flavor, overrides, grid, recompute, queue):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("flavor, overrides, grid, recompute", [("toy", {}, (64, 64), 0), ("tiny", D512, (32, 64), 0),
-                                                                ("tiny", D512, (32, 64), 1)],
-                         ids=["toy-4096", "d512x4-2048", "d512x4-2048-recompute"])
+                                                                ("tiny", D512, (32, 64), 1),
+                                                                ("tiny", dict(D512, attention="mate"), (32, 64), 0)],
+                         ids=["toy-4096", "d512x4-2048", "d512x4-2048-recompute", "d512x4-mate-2048"])
 def test_planned_activations_are_within_a_quarter_of_a_measured_step(flavor, overrides, grid, recompute):
     """Each case in a fresh process: MindSpore's memory pool keeps what a step used, so a second step rises by
     nothing."""
