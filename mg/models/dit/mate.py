@@ -104,11 +104,11 @@ class BidirectionalMamba2(nn.Cell):
         gate, values, forward_bc, forward_dt, backward_bc, backward_dt = ops.split(
             self.in_proj.apply(seq, in_proj), (self.inner_dim, self.inner_dim, 2 * state, heads, 2 * state, heads),
             axis=-1)
-        conv = (conv_weight, conv_bias, dt_bias, a_log, skip)
+        per_direction = (conv_weight, conv_bias, dt_bias, a_log, skip)  # (2, ...) each: a row per direction
         forward = self.scan(narrow(mint.cat([values, forward_bc], dim=-1), 1, 0, first + tokens),
-                            narrow(forward_dt, 1, 0, first + tokens), 0, first, tokens, *conv)
+                            narrow(forward_dt, 1, 0, first + tokens), 0, first, tokens, *per_direction)
         backward = self.scan(narrow(mint.cat([values, backward_bc], dim=-1), 1, first, None),
-                             narrow(backward_dt, 1, first, None), 1, 0, tokens, *conv)
+                             narrow(backward_dt, 1, first, None), 1, 0, tokens, *per_direction)
         gated = (forward + backward) * ops.silu(narrow(gate, 1, first, first + tokens))
         return self.out_proj.apply(self.norm.apply(gated, norm), out_proj)
 
