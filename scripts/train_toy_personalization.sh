@@ -3,10 +3,10 @@
 # committed stage-2 text-to-video toy model: the subjects' data (tools/make_toy_subject_data.py), the toy reference
 # tower ($EXPORT/vision, tools/make_toy_vision_tower.py: made once, kept if present), the toy TAE fine-tuned on the
 # subjects ($EXPORT/tae_subjects), caches with it and the committed text encoders, stage I (paired references, still
-# images, tower frozen), stage II (paired, with videos, frozen), stage III (cross-paired, tower fine-tuned) and the
-# paper's ablation of stage III with the tower frozen, the export of stage III to $EXPORT/dit_personalize and the
-# table of every stage on unseen subjects (tools/eval_toy_personalization.py). Everything goes to $RUN (default
-# runs/toy_subjects). Running it again continues.
+# images, tower frozen), stage II (paired, with videos, frozen), stage III (cross-paired, tower fine-tuned), the
+# paper's ablation of stage III with the tower frozen, the SFT (curated paired and cross-paired clips, 1:1), the
+# export of the SFT model to $EXPORT/dit_personalize and the table of every stage on unseen subjects
+# (tools/eval_toy_personalization.py). Everything goes to $RUN (default runs/toy_subjects). Running it again continues.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN=${RUN:-runs/toy_subjects}
@@ -41,10 +41,21 @@ stage 1 train_paired_images "$RUN/stage1" "$EXPORT/dit_stage2.safetensors"
 stage 2 train_paired "$RUN/stage2" "$RUN/stage1/model.safetensors"
 stage 3 train_cross "$RUN/stage3" "$RUN/stage2/model.safetensors"
 stage 3 train_cross "$RUN/stage3_frozen" "$RUN/stage2/model.safetensors" --model.freeze_reference_encoder true
-python tools/export_dit.py --checkpoint "$RUN/stage3/ckpt" --output "$EXPORT/dit_personalize" --overwrite true
+# SFT: the most centred fully visible videos of each pairing (written beside the data, so the caches serve them),
+# mixed 1:1, fine-tuning stage III with a cosine learning rate
+for pairing in paired cross; do
+  [ -f "$RUN/data/sft_$pairing.csv" ] || python tools/curate_videos.py select --csv "$RUN/data/train_$pairing.csv" \
+    --scorer toy --min "{frames: 17, visible: 1.0}" --top 160 --by centred --output "$RUN/data/sft_$pairing.csv"
+done
+[ -f "$RUN/data/sft_mix.csv" ] || python tools/curate_videos.py mix \
+  --csvs "[$RUN/data/sft_paired.csv, $RUN/data/sft_cross.csv]" --output "$RUN/data/sft_mix.csv"
+stage 3 sft_mix "$RUN/sft" "$RUN/stage3/model.safetensors" --config configs/train/toy_personalize_sft.yaml \
+  --dataset.csv_path "$RUN/data/sft_mix.csv" --train.output_path "$RUN/sft"
+python tools/export_dit.py --checkpoint "$RUN/sft/ckpt" --output "$EXPORT/dit_personalize" --overwrite true
 
 python tools/eval_toy_personalization.py --config configs/inference/toy.yaml \
   --config configs/inference/toy_personalize.yaml --csv "$RUN/data/heldout.csv" \
   --models "{stage I: $RUN/stage1/model.safetensors, stage II (paired only): $RUN/stage2/model.safetensors,
-             stage III: $RUN/stage3/model.safetensors, stage III (tower frozen): $RUN/stage3_frozen/model.safetensors}" \
+             stage III: $RUN/stage3/model.safetensors, stage III (tower frozen): $RUN/stage3_frozen/model.safetensors,
+             SFT: $RUN/sft/model.safetensors}" \
   --tae_ceiling true --output_path "$RUN/eval"

@@ -1,4 +1,5 @@
-"""Curate a video CSV for quality tuning (Movie Gen's last stage): score every clip, keep those that pass the rules.
+"""Curate a video CSV for quality tuning (Movie Gen's last stage): score every clip, keep those that pass the rules;
+mix curated CSVs in set proportions.
 
     # a toy pool of mixed quality (clean, blurred, off-centre, partly out of frame; the `quality` column says which)
     python tools/curate_videos.py pool --output_folder runs/toy/pool --per_combo 8 --seed 1
@@ -9,6 +10,8 @@
     # real data: filter precomputed numeric columns (or register a scorer: mg/data/curation.py)
     python tools/curate_videos.py select --csv scored.csv --scorer none --min "{aesthetic: 5.5}" \
         --max "{motion: 40}" --output curated.csv
+    # a fine-tuning mix in set proportions (personalization's SFT: paired : cross-paired 1:1)
+    python tools/curate_videos.py mix --csvs "[paired.csv, cross.csv]" --weights "[1, 1]" --output sft.csv
 
 select writes the kept rows with all their columns plus the scorer's, relative video paths rewritten to resolve from
 the output's folder, and prints a report (rows in and out, rows each rule drops, files that could not be read; those
@@ -32,13 +35,13 @@ import importlib
 import json
 import logging
 import os
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 import mg  # noqa: F401  (quiet logging before mindspore loads)
 from jsonargparse import ArgumentParser
 
-from mg.data.curation import (NO_SCORER, check_rules, curate, get_scorer, numeric_columns, read_csv, score_table,
-                              write_curated)
+from mg.data.curation import (NO_SCORER, check_rules, curate, get_scorer, mix, numeric_columns, read_csv,
+                              rebase_paths, score_table, write_curated)
 from mg.data.toy_pool import write_toy_pool
 
 _logger = logging.getLogger("curate_videos")
@@ -62,11 +65,25 @@ def build_parser():
     select.add_argument("--by", type=Optional[str], default=None, help="column the kept rows are ordered by")
     select.add_argument("--output", type=str, required=True, help="the curated CSV to write")
     select.add_argument("--overwrite", type=bool, default=False, help="replace an existing output")
+    mixing = ArgumentParser(description="draw rows from several CSVs in set proportions, repeating none")
+    mixing.add_argument("--csvs", type=List[str], required=True,
+                        help="the CSVs to mix; relative paths in each resolve from its own folder")
+    mixing.add_argument("--weights", type=Optional[List[float]], default=None,
+                        help="a proportion per CSV (default: equal)")
+    mixing.add_argument("--seed", type=int, default=0, help="seed of the rows drawn from each CSV")
+    mixing.add_argument("--output", type=str, required=True, help="the mixed CSV to write")
+    mixing.add_argument("--overwrite", type=bool, default=False, help="replace an existing output")
     parser = ArgumentParser(description=__doc__.split("\n")[0], prog="curate_videos.py")
     commands = parser.add_subcommands()
     commands.add_subcommand("pool", pool)
     commands.add_subcommand("select", select)
+    commands.add_subcommand("mix", mixing)
     return parser
+
+
+def _check_output(cfg):
+    if os.path.exists(cfg.output) and not cfg.overwrite:
+        raise FileExistsError(f"{cfg.output} exists; pass --overwrite true to replace it")
 
 
 def _check_select(cfg):
@@ -76,8 +93,7 @@ def _check_select(cfg):
     scorer = get_scorer(cfg.scorer)
     numeric = set(numeric_columns(read_csv(cfg.csv))) | set(scorer.columns if scorer else ())
     check_rules(numeric, cfg.min, cfg.max, cfg.top, cfg.by)
-    if os.path.exists(cfg.output) and not cfg.overwrite:
-        raise FileExistsError(f"{cfg.output} exists; pass --overwrite true to replace it")
+    _check_output(cfg)
 
 
 def select(cfg):
@@ -93,6 +109,19 @@ def select(cfg):
     return report
 
 
+def mix_csvs(cfg):
+    """Mix the CSVs (checked first: every file, the weights, the output) and write the mix; returns the report."""
+    weights = cfg.weights if cfg.weights is not None else [1.0] * len(cfg.csvs)
+    tables = [read_csv(csv) for csv in cfg.csvs]
+    _check_output(cfg)
+    folder = os.path.dirname(os.path.abspath(cfg.output))
+    mixed, counts = mix([rebase_paths(table, os.path.dirname(csv), folder) for csv, table in zip(cfg.csvs, tables)],
+                        weights, cfg.seed)
+    write_curated(mixed, cfg.output, folder, cfg.overwrite)
+    return {"rows_in": {csv: len(table) for csv, table in zip(cfg.csvs, tables)},
+            "rows_out": dict(zip(cfg.csvs, counts))}
+
+
 def main(argv=None):
     parser = build_parser()
     cfg = parser.parse_args(argv)
@@ -103,6 +132,11 @@ def main(argv=None):
             counts = write_toy_pool(**cfg.as_dict())
             _logger.info("wrote %s clips into %s", counts, cfg.output_folder)
             return counts
+        if command == "mix":
+            report = mix_csvs(cfg)
+            print(json.dumps(report, indent=2))
+            _logger.info("wrote %d rows to %s", sum(report["rows_out"].values()), cfg.output)
+            return report
         _check_select(cfg)
     except (FileNotFoundError, FileExistsError, ValueError, ImportError) as error:
         parser.error(str(error))

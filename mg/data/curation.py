@@ -1,5 +1,5 @@
 """Curation for quality tuning: score the clips of a CSV, keep the rows whose scores pass minimum / maximum rules, and
-optionally only the best N by one column (tools/curate_videos.py).
+optionally only the best N by one column; mix curated CSVs in set proportions (tools/curate_videos.py).
 
 Movie Gen's last training stage, like Emu's quality-tuning, fine-tunes on a small set of very high quality clips:
 a few thousand chosen ones lift visual quality more than many ordinary ones. Choosing them is scoring, then rules.
@@ -27,6 +27,7 @@ from typing import Callable, Optional
 import numpy as np
 import pandas as pd
 
+from mg.data.table import FILE_COLUMNS
 from mg.data.toy_quality import edge_sharpness
 from mg.data.toy_world import centroids, shape_masks
 from mg.data.video_io import DecodeError, probe, read_frames
@@ -35,7 +36,6 @@ from mg.io import atomic_path
 _logger = logging.getLogger(__name__)
 
 NO_SCORER = "none"                         # filter the CSV's own columns only
-PATH_COLUMNS = ("video", "source_video")   # the table's columns that name files (mg.data.table)
 # A frame shows the whole shape when its mask keeps off the border and has at least this share of the clip's largest
 # mask: a shape half out of frame is cut at the border, one that breaks up or fades loses area.
 VISIBLE_AREA = 0.75
@@ -204,13 +204,35 @@ def curate(table, minimum=None, maximum=None, top=None, by=None):
     return kept, {"rows_in": len(table), "rows_out": len(kept), "dropped": dropped}
 
 
+def rebase_paths(table, video_folder, folder):
+    """A copy of `table` whose relative file paths (FILE_COLUMNS) resolve from `folder` instead of `video_folder`."""
+    moved = table.copy()
+    for name in (c for c in FILE_COLUMNS if c in moved.columns):
+        moved[name] = [p if not p or os.path.isabs(p) else os.path.relpath(os.path.join(video_folder, p), folder)
+                       for p in moved[name]]
+    return moved
+
+
+def mix(tables, weights, seed=0):
+    """(rows drawn from `tables` in the proportions `weights`, the rows taken from each): the most rows that keep the
+    proportions without repeating a row, each table's share drawn at random (numpy generator `seed`) and kept in
+    its order, the tables one after another. Columns missing from a table are left empty."""
+    if len(tables) != len(weights) or len(tables) < 2:
+        raise ValueError(f"mix needs two or more tables and a weight for each; got {len(tables)} tables and "
+                         f"{len(weights)} weights")
+    if any(isinstance(w, bool) or not isinstance(w, (int, float)) or not w > 0 for w in weights):
+        raise ValueError(f"mix weights must be positive numbers, got {list(weights)}")
+    unit = min(len(table) / weight for table, weight in zip(tables, weights))
+    counts = [int(math.floor(unit * weight + 1e-9)) for weight in weights]
+    rng = np.random.default_rng(seed)
+    parts = [table.iloc[np.sort(rng.choice(len(table), count, replace=False))]
+             for table, count in zip(tables, counts)]
+    return pd.concat(parts, ignore_index=True).fillna(""), counts
+
+
 def write_curated(table, output, video_folder, overwrite=False):
     """Write `table` as a CSV at `output` (atomically; an existing file only with `overwrite`), its relative file paths
     rewritten from `video_folder` to the output's folder so they resolve from there."""
-    moved = table.copy()
-    folder = os.path.dirname(os.path.abspath(output))
-    for name in (c for c in PATH_COLUMNS if c in moved.columns):
-        moved[name] = [p if not p or os.path.isabs(p) else os.path.relpath(os.path.join(video_folder, p), folder)
-                       for p in moved[name]]
+    moved = rebase_paths(table, video_folder, os.path.dirname(os.path.abspath(output)))
     with atomic_path(output, overwrite=overwrite) as path:
         moved.to_csv(path, index=False, float_format="%.6g")

@@ -25,6 +25,7 @@ REQUIRED_COLUMNS = ("video", "caption")
 OPTIONAL_COLUMNS = ("fps", "frames", "height", "width")
 EDIT_COLUMNS = ("source_video", "task")
 REFERENCE_COLUMN = "reference_image"
+FILE_COLUMNS = ("video", "source_video", REFERENCE_COLUMN)  # the columns that name files, relative to the CSV's folder
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
 _logger = logging.getLogger(__name__)

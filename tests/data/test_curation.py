@@ -196,3 +196,58 @@ def test_a_registered_scorer_plugs_in_through_a_module(pool, tool, tmp_path, mon
     assert pd.read_csv(output)["frames_read"].tolist() == [5, 5, 5]
     with pytest.raises(ValueError, match="exists already"):
         register_scorer("toy", columns=("x",))(toy_scores)
+
+
+# ---- mixing ------------------------------------------------------------------------------------------------------
+def _numbered(name, rows):
+    return pd.DataFrame({"video": [f"{name}{i}.mp4" for i in range(rows)], "caption": [name] * rows})
+
+
+@pytest.mark.parametrize("weights, counts", [([1, 1], [8, 8]), ([2, 1], [10, 5]), ([1, 4], [2, 8])])
+def test_mix_keeps_the_proportions_with_the_most_rows_and_no_repeats(weights, counts):
+    mixed, taken = curation.mix([_numbered("a", 10), _numbered("b", 8)], weights, seed=3)
+    assert taken == counts
+    assert [(mixed["caption"] == name).sum() for name in "ab"] == counts
+    assert mixed["video"].is_unique
+    again, _ = curation.mix([_numbered("a", 10), _numbered("b", 8)], weights, seed=3)
+    pd.testing.assert_frame_equal(mixed, again)
+    other, _ = curation.mix([_numbered("a", 10), _numbered("b", 8)], weights, seed=4)
+    assert set(other["video"]) != set(mixed["video"])
+
+
+def test_mix_refuses_bad_weights():
+    with pytest.raises(ValueError, match="a weight for each"):
+        curation.mix([_numbered("a", 2), _numbered("b", 2)], [1])
+    with pytest.raises(ValueError, match="positive numbers"):
+        curation.mix([_numbered("a", 2), _numbered("b", 2)], [1, 0])
+
+
+def test_the_mix_tool_rewrites_every_file_path_to_resolve_from_the_output(tool, tmp_path, capsys):
+    """Paired and cross-paired personalization rows from two folders: every mixed row's video and reference image
+    resolve to the files they named, from the output's folder."""
+    for name in ("paired", "cross"):
+        folder = tmp_path / name
+        (folder / "videos").mkdir(parents=True)
+        rows = []
+        for i in range(3):
+            (folder / "videos" / f"{i}.mp4").write_text(f"{name} video {i}")
+            (folder / "videos" / f"{i}.png").write_text(f"{name} reference {i}")
+            rows.append((f"videos/{i}.mp4", "the object moving left, 8 fps", f"videos/{i}.png", name))
+        pd.DataFrame(rows, columns=["video", "caption", "reference_image", "pairing"]).to_csv(folder / "t.csv",
+                                                                                             index=False)
+    output = tmp_path / "sft" / "mix.csv"
+    output.parent.mkdir()
+    argv = ["mix", "--csvs", f"[{tmp_path / 'paired' / 't.csv'}, {tmp_path / 'cross' / 't.csv'}]",
+            "--output", str(output)]
+    report = tool.main(argv)
+    assert list(report["rows_out"].values()) == [3, 3]
+    mixed = pd.read_csv(output)
+    for _, row in mixed.iterrows():
+        assert (output.parent / row["video"]).read_text().startswith(row["pairing"] + " video")
+        assert (output.parent / row["reference_image"]).read_text().startswith(row["pairing"] + " reference")
+    assert "--overwrite true" in _run_error(tool, argv, capsys)
+    assert "CSV file not found" in _run_error(tool, ["mix", "--csvs", f"[{tmp_path / 'no.csv'}, {output}]",
+                                                     "--output", str(tmp_path / "o.csv")], capsys)
+    assert "a weight for each" in _run_error(tool, [*argv[:3], "--weights", "[1, 1, 1]", "--output",
+                                                    str(tmp_path / "o.csv")], capsys)
+    assert not (tmp_path / "o.csv").exists()
