@@ -160,3 +160,13 @@ def test_bad_mate_settings_are_refused():
         tiny_config(attention="mate", mate_head_dim=12)
     with pytest.raises(ValueError, match="mate_window must be 3 positive sizes"):
         tiny_config(attention="mate", mate_head_dim=8, mate_window=(2, 2))
+    with pytest.raises(ValueError, match="mate_step_range must be"):
+        tiny_config(attention="mate", mate_head_dim=8, mate_step_range=(0.1, 0.01))
+
+
+@pytest.mark.parametrize("step_range", [(1e-3, 1e-1), (0.02, 0.06)])
+def test_the_initial_steps_span_the_configured_range_over_the_heads(step_range):
+    """softplus(dt bias) at initialisation is the step range log-spaced over the heads, in both directions."""
+    mamba = BidirectionalMamba2(32, 32, 8, 4, step_range)
+    steps = np.log1p(np.exp(mamba.dt_bias.asnumpy()))
+    np.testing.assert_allclose(steps, np.tile(np.geomspace(*step_range, 4), (2, 1)), rtol=1e-5)

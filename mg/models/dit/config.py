@@ -40,7 +40,8 @@ class DiTConfig:
     Token mixing: `attention` "full" (self-attention) or "mate" (LinGen's MATE, linear in the tokens: docs/
     linear_attention.md) in every block; for MATE, the MA-branch's state size per head (`mate_state_dim`) and head
     size (`mate_head_dim`), the TE-branch's window in (frames, rows, columns) of the patch grid (`mate_window`), and
-    `mate_review_stride` > 0 prepends review tokens (each frame average-pooled over stride x stride tiles; 0: none).
+    `mate_review_stride` > 0 prepends review tokens (each frame average-pooled over stride x stride tiles; 0: none),
+    and `mate_step_range` the (smallest, largest) initial Mamba2 step dt, log-spaced over the heads.
 
     Personalization: `reference_encoder`, the architecture of a CLIP vision tower (mg.models.clip_vision.
     CLIPVisionConfig fields), makes the model take a reference image of its subject: the tower's tokens, projected
@@ -69,6 +70,7 @@ class DiTConfig:
     mate_head_dim: int = 64
     mate_window: Tuple[int, int, int] = (8, 2, 2)
     mate_review_stride: int = 0
+    mate_step_range: Tuple[float, float] = (1e-3, 1e-1)
 
     def __post_init__(self):
         if self.flavor is not None:
@@ -96,6 +98,7 @@ class DiTConfig:
         if self.reference_encoder is not None:
             object.__setattr__(self, "reference_encoder", reference_config(self.reference_encoder).to_dict())
         object.__setattr__(self, "mate_window", tuple(self.mate_window))
+        object.__setattr__(self, "mate_step_range", tuple(self.mate_step_range))
         if self.attention not in ATTENTIONS:
             raise ValueError(f"model.attention must be one of {ATTENTIONS}, got {self.attention!r}")
         if self.attention == "mate":
@@ -106,6 +109,10 @@ class DiTConfig:
                 raise ValueError(f"MATE sizes: mate_window must be 3 positive sizes, mate_state_dim positive and "
                                  f"mate_review_stride >= 0; got {self.mate_window}, {self.mate_state_dim}, "
                                  f"{self.mate_review_stride}")
+            steps = self.mate_step_range
+            if len(steps) != 2 or not 0 < steps[0] <= steps[1]:
+                raise ValueError(f"model.mate_step_range must be (smallest, largest) initial steps with "
+                                 f"0 < smallest <= largest; got {self.mate_step_range}")
 
 
 def reference_config(fields):

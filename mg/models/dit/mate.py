@@ -66,7 +66,7 @@ class BidirectionalMamba2(nn.Cell):
     B, C and step dt), each direction its own convolution, step bias, decay A and skip D; the two directions' outputs
     are summed, gated by silu(z), normalised (RMSNorm) and projected back."""
 
-    def __init__(self, dim, inner_dim, head_dim, state_dim):
+    def __init__(self, dim, inner_dim, head_dim, state_dim, step_range=(1e-3, 1e-1)):
         super().__init__()
         if inner_dim % head_dim:
             raise ValueError(f"the MA-branch's width {inner_dim} is not divisible by its head size {head_dim}")
@@ -77,9 +77,9 @@ class BidirectionalMamba2(nn.Cell):
         self.conv_weight = Parameter(initializer(Uniform(1 / math.sqrt(CONV_SIZE)), (2, CONV_SIZE, channels),
                                                  ms.float32), name="conv_weight")
         self.conv_bias = Parameter(initializer(Zero(), (2, channels), ms.float32), name="conv_bias")
-        # Mamba2's ranges, spread evenly over the heads rather than drawn: steps 1e-3..1e-1 (log-spaced) and
-        # decay rates A = -1..-16
-        steps = np.geomspace(1e-3, 1e-1, heads)
+        # Mamba2's ranges, spread evenly over the heads rather than drawn: steps in `step_range` (log-spaced;
+        # Mamba2's is 1e-3..1e-1) and decay rates A = -1..-16
+        steps = np.geomspace(*step_range, heads)
         self.dt_bias = Parameter(ms.Tensor(np.tile(steps + np.log(-np.expm1(-steps)), (2, 1)).astype(np.float32)),
                                  name="dt_bias")
         self.a_log = Parameter(ms.Tensor(np.tile(np.log(np.linspace(1, 16, heads)), (2, 1)).astype(np.float32)),
@@ -229,12 +229,12 @@ class TemporalSwinAttention(nn.Cell):
 class MATE(nn.Cell):
     """The MA-branch plus the TE-branch for layer `layer` (its scan order and window shift)."""
 
-    def __init__(self, dim, num_heads, layer, state_dim, head_dim, window, review_stride):
+    def __init__(self, dim, num_heads, layer, state_dim, head_dim, window, review_stride, step_range):
         super().__init__()
         self.order = SCAN_ORDERS[layer % len(SCAN_ORDERS)]
         self.variant = layer % len(SCAN_ORDERS)  # blocks alike in this are computed by the same function
         self.review_stride = review_stride
-        self.mamba = BidirectionalMamba2(dim, dim, head_dim, state_dim)
+        self.mamba = BidirectionalMamba2(dim, dim, head_dim, state_dim, step_range)
         self.tesa = TemporalSwinAttention(dim, num_heads, window, shifted=layer % 2 == 1)
 
     def weights(self):

@@ -139,7 +139,7 @@ class MovieGenDiT(nn.Cell):
         if config.attention == "full":
             return None
         return MATE(config.dim, config.num_heads, layer, config.mate_state_dim, config.mate_head_dim,
-                    config.mate_window, config.mate_review_stride)
+                    config.mate_window, config.mate_review_stride, config.mate_step_range)
 
     def patch_grid(self, shape):
         """The (t, h, w) patch grid of a latent shape (.., T, H, W); raises if the patch does not divide it."""
