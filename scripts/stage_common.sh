@@ -1,4 +1,4 @@
-# Sourced by scripts/stage{1,2,3}_*.sh: the layout that fits a 64 GB Ascend 910B for MODEL at a stage, and the msrun
+# Sourced by scripts/stage{1,2,3,4}_*.sh: the layout that fits a 64 GB Ascend 910B for MODEL at a stage, and the msrun
 # launch on one node or several. Settings (environment variables):
 #   MODEL=1B|5B|30B (default 5B); DATA: the datasets folder (default the seed's ../../datasets/mixkit-100videos);
 #   OUTPUT: the run folder (default output/<stage>/<date>); WORKERS: processes (default the layout's cards; tp and cp
@@ -18,11 +18,12 @@ layout() {
   local fit
   case "$MODEL/$1" in
     1B/1 | 1B/2) fit="8 1 1 2 0" ;;
-    1B/3) fit="8 1 1 2 1" ;;
+    1B/3 | 1B/4) fit="8 1 1 2 1" ;;
     5B/1) fit="8 1 1 3 0" ;;
-    5B/2 | 5B/3) fit="8 1 1 3 1" ;;
+    5B/2 | 5B/3 | 5B/4) fit="8 1 1 3 1" ;;
     30B/1 | 30B/2) fit="16 1 1 3 1" ;;
     30B/3) fit="32 4 1 3 1" ;;
+    30B/4) fit="16 8 1 3 1" ;;
     *) echo "MODEL must be 1B, 5B or 30B (got $MODEL)" >&2; exit 2 ;;
   esac
   read -r CARDS TP CP ZERO RECOMPUTE <<< "$fit"

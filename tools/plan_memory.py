@@ -25,7 +25,7 @@ from mg.models.dit import parameter_count  # noqa: E402
 from mg.parallel.memory import GIB, Layout  # noqa: E402
 
 DEVICE = "59GB"  # what the seed's scripts give MindSpore of a 64 GB Ascend 910B (env.max_device_memory)
-STAGES = ("stage1_t2i_256px", "stage2_t2iv_256px", "stage3_t2iv_768px")
+STAGES = ("stage1_t2i_256px", "stage2_t2iv_256px", "stage3_t2iv_768px", "stage4_sft_768px")
 CARDS = (8, 16, 32, 64, 128, 256)
 
 

@@ -21,10 +21,14 @@ IMAGES = ["a red square on grey", "a blue circle on grey", 'a sign reading "OPEN
           "a yellow disc", "two red squares"]
 VIDEO = "a blue circle moving left"
 # (folder, [(CSV rows it caches, latent (C, T, H, W), fps)]): stage 1 images at 256 px, stage 2 those and a 64-frame
-# 256x448 clip, stage 3 images at 768 px
+# 256x448 clip, stage 3 images at 768 px, stage 4 (the project's quality fine-tune) a 32-frame 768x768 clip that only
+# the curated CSV names
 LATENTS = {"tae_latent_images": [("images", (16, 1, 32, 32), 0.0)],
            "tae_latent": [("images", (16, 1, 32, 32), 0.0), ("video", (16, 8, 32, 56), 16.0)],
-           "high_tae_latent": [("images", (16, 1, 96, 96), 0.0)]}
+           "high_tae_latent": [("images", (16, 1, 96, 96), 0.0), ("curated", (16, 4, 96, 96), 16.0)]}
+# Stage 4's videos are 256 frames at 768 px (73,728 tokens, minutes per step on a CPU even for the tiny model): the
+# CPU test gives it a 32-frame bucket instead
+STAGE4_CPU_BUCKETS = ["--dataset.buckets", "[{height: 768, width: 768, frames: 32, batch_size: 1}]"]
 TINY_MODEL = ["--model.flavor", "tiny", "--model.depth", "1", "--model.dim", "32", "--model.ffn_dim", "64",
               "--model.num_heads", "2", "--model.dtype", "fp32"]
 
@@ -34,11 +38,14 @@ def write_stage_data(root, seed=0):
     rng = np.random.default_rng(seed)
     data = root / "mixkit-100videos"
     rows = [(f"image_{i}.jpg", caption, "images") for i, caption in enumerate(IMAGES)] + [("clip.mp4", VIDEO, "video")]
+    curated = [("curated_clip.mp4", VIDEO, "curated")]
     data.mkdir(parents=True)
-    with open(data / "video_caption_train.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["video", "caption"])
-        writer.writerows(row[:2] for row in rows)
+    for name, listed in (("video_caption_train.csv", rows), ("video_caption_curated.csv", curated)):
+        with open(data / name, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["video", "caption"])
+            writer.writerows(row[:2] for row in listed)
+    rows += curated
     prompts = {EMPTY_PROMPT}
     for folder, kinds in LATENTS.items():
         for kind, shape, fps in kinds:
