@@ -6,7 +6,7 @@ ones), read colour, shape and motion direction back from the pixels, and report 
     # a conditioned model, given each combination's own held-out clip: its first frame (image-to-video) or its first
     # latent frame's worth of frames (continuation); direction is then read from the frames the model made, and the
     # PSNR of the given frames is reported
-    python tools/eval_toy.py generate ... --given image|continuation
+    python tools/eval_toy.py generate ... --given image|continuation [--keep_given false]
     # sanity check of the pixel classifiers on the dataset's own videos (no model needed):
     python tools/eval_toy.py dataset --csv data/toy/train.csv --output_path out/eval_toy_data
 
@@ -56,14 +56,15 @@ def evaluate_dataset(csv_path):
     return records
 
 
-def evaluate_model(pipeline, groups, sample, num_seeds, output_path, output, save_videos, given=None):
+def evaluate_model(pipeline, groups, sample, num_seeds, output_path, output, save_videos, given=None, keep_given=True):
     records = []
     for group, combos in groups.items():
         csv_fps = {float(f) for f in combos["fps"] if f}
         if csv_fps and csv_fps != {float(sample["fps"])}:
             _logger.warning("%s clips are at %s fps but sample.fps is %s: the FPS-<n> prefix differs from training",
                             group, sorted(csv_fps), sample["fps"])
-        requests = list(_requests(combos, given, pipeline, output_path))  # files and TAE ceilings once, not per seed
+        # files and TAE ceilings once, not per seed
+        requests = list(_requests(combos, given, pipeline, output_path, keep_given))
         for seed in range(sample["seed"], sample["seed"] + num_seeds):
             for prompts, condition, kept, through_tae in requests:
                 for result in pipeline.generate(prompts, **{**sample, "seed": seed}, condition=condition):
@@ -82,7 +83,7 @@ def evaluate_model(pipeline, groups, sample, num_seeds, output_path, output, sav
     return records
 
 
-def _requests(combos, given, pipeline, output_path):
+def _requests(combos, given, pipeline, output_path, keep_given=True):
     """(prompts, GivenOptions or None, the given frames or None, the TAE's reconstruction of them or None) to make: all
     prompts at once without `given`, else each combination with its own clip's first frame (image) or first latent
     frame of frames (continuation)."""
@@ -98,9 +99,9 @@ def _requests(combos, given, pipeline, output_path):
             first = read_frames(clip, [0])
             image = folder / f"{Path(row['video']).stem}_first.png"
             cv2.imwrite(str(image), cv2.cvtColor(first[0], cv2.COLOR_RGB2BGR))
-            condition, kept = GivenOptions(image=str(image)), np.repeat(first, step, axis=0)
+            condition, kept = GivenOptions(image=str(image), keep=keep_given), np.repeat(first, step, axis=0)
         else:
-            condition, kept = GivenOptions(video=clip, frames=step), read_frames(clip, np.arange(step))
+            condition, kept = GivenOptions(video=clip, frames=step, keep=keep_given), read_frames(clip, np.arange(step))
         yield [row["caption"]], condition, kept, _through_tae(pipeline, kept)
 
 
@@ -155,6 +156,9 @@ def build_parser():
     generate.add_argument("--given", type=Optional[Literal["image", "continuation"]], default=None,
                           help="a conditioned model: give each combination its own clip's first frame (image) or "
                                "first latent frame of frames (continuation)")
+    generate.add_argument("--keep_given", type=bool, default=True,
+                          help="with --given: put the given latent back before decoding (inference's "
+                               "--condition.keep); false measures the model's own rendering of it")
     generate.add_argument("--output_path", type=str, default="eval_toy")
     add_sampling_arguments(generate)
     dataset = ArgumentParser(description="classify the CSV's own videos (checks the classifiers, needs no model)")
@@ -183,7 +187,7 @@ def main(argv=None):
             groups["seen"] = read_combos(cfg.seen_csv, cfg.seen_combos, sample["seed"])[0]
         pipeline = load_pipeline(**dict(cfg.model))
         records = evaluate_model(pipeline, groups, sample, cfg.num_seeds, cfg.output_path, cfg.output,
-                                 cfg.save_videos, cfg.given)
+                                 cfg.save_videos, cfg.given, cfg.keep_given)
     table, rates = report(records)
     save_report(cfg.output_path, "eval_toy", table, rates, records)
     return rates

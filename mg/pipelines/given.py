@@ -26,11 +26,13 @@ class GivenOptions:
     """image: the video starts from this image (image-to-video). video: a video to continue (with `frames`) or to
     inpaint (with `mask`). frames: how many of its first frames the output keeps (a multiple of the TAE's temporal
     compression). mask: an image or video, white where the output is made anew (inpainting); the rest of `video` is
-    kept."""
+    kept. keep: put the given latent frames or region back into the sampled latent before decoding (`keep_given`),
+    so the output shows what was given as exactly as the TAE can; false shows the model's own rendering of it."""
     image: Optional[str] = None
     video: Optional[str] = None
     frames: Optional[int] = None
     mask: Optional[str] = None
+    keep: bool = True
 
     @property
     def given(self) -> bool:
@@ -136,6 +138,13 @@ def condition_latent(given: GivenOptions, tae, num_frames: int, height: int, wid
     mask = (_pixels(given.mask, num_frames, height, width).mean(axis=0) > 0).astype(np.float32)
     compression = (step, tae.config.spatial_compression, tae.config.spatial_compression)
     return outside_region(latent, region_on_latent_grid(mask, compression))
+
+
+def keep_given(latents: np.ndarray, given: np.ndarray) -> np.ndarray:
+    """Sampled latents (B, C, T', h, w) with the known part of a condition input (1, C + 1, T', h, w) put back: where
+    its mask (the last channel) is 1 the given latent, elsewhere the sample."""
+    known = given[:, -1:]
+    return latents * (1.0 - known) + given[:, :-1]
 
 
 def check_reference_images(paths) -> None:

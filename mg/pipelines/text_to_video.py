@@ -12,7 +12,8 @@ from mindspore import Tensor
 from tqdm.auto import tqdm
 
 from mg.data.conditions import GENERATE, condition_input, task_index
-from mg.pipelines.given import EditOptions, GivenOptions, condition_latent, edit_latent, reference_pixels
+from mg.pipelines.given import (EditOptions, GivenOptions, condition_latent, edit_latent, keep_given,
+                                reference_pixels)
 from mg.pipelines.outputs import check_formats, save_video
 from mg.pipelines.sizes import resolve_size
 from mg.pipelines.text import TextConditioner
@@ -166,6 +167,8 @@ class MovieGenPipeline:
                 extra = extra + (pixels, Tensor(np.ones(len(batch), np.float32)))
             latents = sampler.sample(self.velocity_fn(jit), noise, _tensors(cond, extra),
                                      _tensors(uncond, uncond_extra), progress=progress)
+            if condition is not None and condition.given and condition.keep:
+                latents = Tensor(keep_given(latents.asnumpy(), given))
             videos = (np.stack([self.decode(latents[i:i + 1], num_frames, tiled_decode)[0] for i in range(len(batch))])
                       if decode else None)
             seconds = (time.perf_counter() - began) / len(batch)

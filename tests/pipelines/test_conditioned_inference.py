@@ -11,7 +11,7 @@ import yaml
 from mg.data.video_io import probe
 from mg.models.dit import MovieGenDiT, load_dit, load_dit_weights, save_dit
 from mg.pipelines import load_pipeline
-from mg.pipelines.given import GivenOptions
+from mg.pipelines.given import GivenOptions, condition_latent
 
 
 @pytest.fixture(scope="module")
@@ -42,11 +42,16 @@ def files(tmp_path_factory):
     return root
 
 
-def _videos(options, dit, given, **overrides):
+SAMPLE = dict(num_frames=9, height=16, width=16, fps=8, num_steps=2, guidance_scale=2.0, jit=False, progress=False)
+
+
+def _generate(options, dit, given, **overrides):
     pipe = load_pipeline(**dict(options, dit_checkpoint=str(dit)))
-    sample = dict(dict(num_frames=9, height=16, width=16, fps=8, num_steps=2, guidance_scale=2.0, jit=False,
-                       progress=False), **overrides)
-    return pipe(["a red circle"], condition=given, **sample).videos
+    return pipe, pipe(["a red circle"], condition=given, **dict(SAMPLE, **overrides))
+
+
+def _videos(options, dit, given, **overrides):
+    return _generate(options, dit, given, **overrides)[1].videos
 
 
 @pytest.mark.parametrize("given", [dict(image="start.png"), dict(video="clip.mp4", frames=8),
@@ -61,6 +66,22 @@ def test_what_is_given_reaches_the_model(model_options, conditioned, files, give
     np.testing.assert_array_equal(_videos(model_options, conditioned, given), with_condition)  # deterministic
     compiled = _videos(model_options, conditioned, given, jit=True)
     np.testing.assert_allclose(compiled, with_condition, atol=1e-4)
+
+
+@pytest.mark.parametrize("given", [dict(image="start.png"), dict(video="clip.mp4", mask="mask.png")],
+                         ids=["image-to-video", "inpainting"])
+def test_the_given_latent_is_kept_exactly_unless_told_otherwise(model_options, conditioned, files, given):
+    """keep (the default) puts the given latent back where the mask knows it and leaves the rest as sampled; keep
+    false leaves the model's own rendering of the given part."""
+    options = {k: str(files / v) for k, v in given.items()}
+    pipe, kept = _generate(model_options, conditioned, GivenOptions(**options))
+    _, own = _generate(model_options, conditioned, GivenOptions(**options, keep=False))
+    condition = condition_latent(GivenOptions(**options), pipe.tae, 9, 16, 16)
+    known = np.broadcast_to(condition[:, -1:], kept.latents.shape) > 0.5
+    assert known.any() and not known.all()
+    np.testing.assert_allclose(kept.latents[known], np.broadcast_to(condition[:, :-1], known.shape)[known], atol=1e-6)
+    np.testing.assert_array_equal(kept.latents[~known], own.latents[~known])
+    assert np.abs(own.latents[known] - kept.latents[known]).max() > 1e-2
 
 
 def test_a_text_to_video_model_is_refused(model_options, files):

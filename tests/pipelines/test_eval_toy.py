@@ -137,6 +137,21 @@ def test_given_frames_are_measured_and_direction_comes_from_the_made_ones(eval_t
     assert rates["held-out"]["direction"] == 1.0 and "given frames PSNR" in table
 
 
+def test_keep_given_false_asks_for_the_models_own_rendering(eval_toy, tmp_path, monkeypatch):
+    folder = tmp_path / "data"
+    tw.write_toy_dataset(folder, seed=0, height=64, width=64, num_frames=17, fps=8, videos_per_combo=1,
+                         images_per_pair=1, holdout=["red circle left"])
+    groups = {"held-out": eval_toy.read_combos(folder / "heldout.csv")[0]}
+    asked = []
+    original = ContinuingPipeline.generate
+    monkeypatch.setattr(ContinuingPipeline, "generate",
+                        lambda self, prompts, **kw: asked.append(kw["condition"].keep) or original(self, prompts, **kw))
+    for keep in (True, False):
+        eval_toy.evaluate_model(ContinuingPipeline(), groups, dict(seed=0, fps=8), 1, tmp_path / f"out{keep}",
+                                OutputOptions(), False, "image", keep_given=keep)
+    assert asked == [True, False]
+
+
 @pytest.fixture(scope="module")
 def eval_quality(load_script):
     return load_script("tools/eval_toy_quality.py")
