@@ -6,7 +6,9 @@
 # (docs/linear_attention.md). Uses scripts/train_toy.sh's data and caches in $RUN (made if missing); each model is
 # exported to $RUN/compare_<full|mate>/dit and its evaluation written beside it. Resumable like the other toy scripts.
 # MIXERS="mate" trains and measures only the MATE model (e.g. STAGE2_STEPS=2500, the full-attention model's own
-# budget in scripts/train_toy.sh, whose checkpoint is the full-attention side).
+# budget in scripts/train_toy.sh, whose checkpoint is the full-attention side). Extra arguments go to the MATE
+# model's train.py in both stages (a variant: `TAG=steps MIXERS=mate bash scripts/train_toy_mate.sh
+# --model.mate_step_range "[0.02, 0.06]"`); TAG names the variant's folder, $RUN/compare_mate_<TAG>.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/toy_common.sh
@@ -19,8 +21,8 @@ make_data
 cache "$TAE" "$EXPORT"
 for mixer in $MIXERS; do
   options=()
-  [ "$mixer" = mate ] && options=(--config configs/train/toy_mate.yaml)
   out="$RUN/compare_$mixer"
+  [ "$mixer" = mate ] && options=(--config configs/train/toy_mate.yaml "$@") && out="$out${TAG:+_$TAG}"
   train_stage configs/train/toy_stage1_t2i.yaml "$out/stage1" "$TAE" "${options[@]}"
   train_stage configs/train/toy_stage2_t2iv.yaml "$out/stage2" "$TAE" "${options[@]}" --train.steps "$STAGE2_STEPS" \
     --valid.csv_path "$RUN/data/heldout.csv" \
